@@ -1,0 +1,2 @@
+//! Sync-handler modes and list files.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! clsync's rules grammar (filled in by the rules work).
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! The syscall layer that confines the worker and the helper (filled in by the sandbox work).
