@@ -1,2 +1,4 @@
 //! Sync-handler modes and list files.
 #![forbid(unsafe_code)]
+
+pub mod rsynclist;
