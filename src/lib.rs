@@ -1,11 +1,22 @@
 //! clsync-rs: a hardened, privilege-separated, clsync-compatible live file-sync daemon.
 //!
-//! Layout (see SECURITY.md for the process model):
+//! Where things are (SECURITY.md has the process model):
 //! - [`privsep::protocol`]: the wire between worker and helper, the only place it is defined;
-//! - [`privsep::helper`]: the privileged side, a small request/reply state machine;
-//! - [`sandbox`]: the syscall layer that confines both processes;
-//! - [`monitor`], [`rules`], [`queue`], [`handler`]: the worker's event pipeline.
+//! - [`privsep::helper`]: the privileged side, a small request/reply state machine, and
+//!   [`privsep::policy`], the frozen exec policy it enforces;
+//! - [`sandbox`] and [`sys`]: the syscall layer (the only modules with `unsafe`);
+//! - the worker's event pipeline: [`monitor`] → [`rules`] → [`queue`] → [`handler`], driven by
+//!   [`worker`].
 
-pub mod sandbox;
-pub mod rules;
+#[macro_use]
+pub mod log;
+pub mod cli;
+pub mod config;
 pub mod handler;
+pub mod monitor;
+pub mod privsep;
+pub mod queue;
+pub mod rules;
+pub mod sandbox;
+pub mod sys;
+pub mod worker;

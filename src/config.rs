@@ -1,0 +1,337 @@
+//! Validated configuration: everything the administrator said, checked once at start, then frozen.
+//! Both processes get a copy before the fork; the helper builds its [`crate::privsep::policy`]
+//! from it and never takes a program, an argument, a uid or a capability from the worker.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use caps::Capability;
+
+use crate::cli::{Cli, ModeArg};
+use crate::rules::Rules;
+use crate::sandbox::{caps as scaps, identity};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    RsyncDirect,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub watch_dir: PathBuf,
+    pub destination: Option<String>,
+    pub mode: Mode,
+    /// Absolute path of the handler program.
+    pub handler: PathBuf,
+    pub rules: Rules,
+    pub delay_sync: u64,
+    pub delay_collect: u64,
+    pub delay_bigfile: u64,
+    pub threshold_bigfile: u64,
+    pub ignore_exitcodes: Vec<i32>,
+    pub retries: u64,
+    pub worker_uid: u32,
+    pub worker_gid: u32,
+    pub helper_uid: u32,
+    pub helper_gid: u32,
+    pub handler_uid: u32,
+    pub handler_gid: u32,
+    pub handler_caps: Vec<Capability>,
+    pub lists_dir: Option<PathBuf>,
+    pub keep_lists: bool,
+    pub label: String,
+    pub exit_on_no_events: bool,
+    pub only_initialsync: bool,
+    pub skip_initialsync: bool,
+    pub max_iterations: u64,
+}
+
+/// A start-up error: the message names what is wrong; `code` is clsync's exit code for it
+/// (the errno: 22 EINVAL for a wrong option or combination, 2 ENOENT for a missing path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+fn inval(msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        code: 22,
+        msg: msg.into(),
+    }
+}
+
+fn noent(msg: impl Into<String>) -> ConfigError {
+    ConfigError {
+        code: 2,
+        msg: msg.into(),
+    }
+}
+
+/// Finds `name` in PATH (a name with a `/` is taken as a path); returns an absolute path.
+fn resolve_program(name: &str) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = std::fs::canonicalize(name)
+            .map_err(|e| noent(format!("sync handler \"{name}\": {e}")))?;
+        if !is_exec(&p) {
+            return Err(inval(format!(
+                "sync handler \"{}\" is not an executable file",
+                p.display()
+            )));
+        }
+        return Ok(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(name);
+        if cand.is_absolute() && is_exec(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(noent(format!(
+        "sync handler \"{name}\" not found in PATH (install it, or give -S an absolute path)"
+    )))
+}
+
+fn is_remote(dest: &str) -> bool {
+    // user@host:path, host:path (a colon before any slash), or a lowercase scheme://
+    if let Some(i) = dest.find("://") {
+        return dest[..i].chars().all(|c| c.is_ascii_lowercase());
+    }
+    match (dest.find(':'), dest.find('/')) {
+        (Some(c), Some(s)) => c < s,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+impl Config {
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        if let Some(h) = &cli.config_file {
+            if h != "/NULL/" {
+                return Err(inval(format!(
+                    "-H {h}: configuration files are not supported by this build yet; pass the options on the command line and -H /NULL/"
+                )));
+            }
+        }
+        if cli.splitting != "process" && cli.splitting != "2" {
+            return Err(inval(format!(
+                "--splitting={}: this build always runs privilege-separated (process); other values are not supported yet",
+                cli.splitting
+            )));
+        }
+        let mode = match cli.mode {
+            None => {
+                return Err(inval(
+                    "--mode (-M) is required; this build supports -M rsyncdirect",
+                ))
+            }
+            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+            Some(m) => {
+                return Err(inval(format!(
+                    "--mode={}: not implemented in this build yet (only rsyncdirect is)",
+                    format!("{m:?}").to_lowercase()
+                )))
+            }
+        };
+        if !cli.handler_args.is_empty() {
+            return Err(inval(format!(
+                "custom sync-handler arguments ({:?}) are not supported by this build yet: rsyncdirect runs its default argv",
+                cli.handler_args
+            )));
+        }
+        let watch = cli
+            .watch_dir
+            .as_deref()
+            .ok_or_else(|| inval("--watch-dir (-W) is required"))?;
+        let watch_dir = std::fs::canonicalize(watch)
+            .map_err(|e| noent(format!("watch dir \"{watch}\": {e}")))?;
+        if !watch_dir.is_dir() {
+            return Err(inval(format!(
+                "watch dir \"{}\" is not a directory",
+                watch_dir.display()
+            )));
+        }
+        std::fs::read_dir(&watch_dir).map_err(|e| ConfigError {
+            code: 13,
+            msg: format!("watch dir \"{}\" cannot be read: {e}", watch_dir.display()),
+        })?;
+
+        let destination = match cli.destination_dir.as_deref() {
+            None => None,
+            Some(d) if is_remote(d) => Some(d.to_string()),
+            Some(d) => {
+                let p = std::fs::canonicalize(d)
+                    .map_err(|e| noent(format!("destination dir \"{d}\": {e}")))?;
+                if p == Path::new("/") {
+                    return Err(inval("destination dir \"/\" is refused"));
+                }
+                if !p.is_dir() {
+                    return Err(inval(format!(
+                        "destination dir \"{}\" is not a directory",
+                        p.display()
+                    )));
+                }
+                if p.starts_with(&watch_dir) || watch_dir.starts_with(&p) {
+                    return Err(inval(format!(
+                        "destination dir \"{}\" and watch dir \"{}\" overlap",
+                        p.display(),
+                        watch_dir.display()
+                    )));
+                }
+                Some(p.to_string_lossy().into_owned())
+            }
+        };
+        if mode == Mode::RsyncDirect && destination.is_none() {
+            return Err(inval(
+                "mode rsyncdirect needs a destination: give --destination-dir (-D)",
+            ));
+        }
+        let handler = resolve_program(cli.sync_handler.as_deref().unwrap_or("rsync"))?;
+
+        let rules = match &cli.rules_file {
+            None => Rules::default(),
+            Some(f) => {
+                let text =
+                    std::fs::read(f).map_err(|e| noent(format!("rules file \"{f}\": {e}")))?;
+                Rules::parse(&text).map_err(|e| inval(format!("rules file \"{f}\": {e}")))?
+            }
+        };
+
+        let (def_uid, def_gid) = identity::default_unprivileged();
+        let id =
+            |spec: &Option<String>, def: u32, user: bool, opt: &str| -> Result<u32, ConfigError> {
+                match spec {
+                    None => Ok(def),
+                    Some(s) => if user {
+                        identity::resolve_uid(s)
+                    } else {
+                        identity::resolve_gid(s)
+                    }
+                    .map_err(|e| inval(format!("--{opt}={s}: {e}"))),
+                }
+            };
+        let worker_uid = id(&cli.uid, def_uid, true, "uid")?;
+        let worker_gid = id(&cli.gid, def_gid, false, "gid")?;
+        let helper_uid = id(
+            &cli.privileged_uid,
+            nix::unistd::getuid().as_raw(),
+            true,
+            "privileged-uid",
+        )?;
+        let helper_gid = id(
+            &cli.privileged_gid,
+            nix::unistd::getgid().as_raw(),
+            false,
+            "privileged-gid",
+        )?;
+        let handler_uid = id(&cli.sync_handler_uid, helper_uid, true, "sync-handler-uid")?;
+        let handler_gid = id(&cli.sync_handler_gid, helper_gid, false, "sync-handler-gid")?;
+        let handler_caps = match &cli.sync_handler_capabilities {
+            None => scaps::default_handler_caps(),
+            Some(s) => scaps::parse_cap_list(s)
+                .map_err(|e| inval(format!("--sync-handler-capabilities: {e}")))?,
+        };
+
+        let lists_dir = match &cli.lists_dir {
+            None => None,
+            Some(l) => {
+                let p = PathBuf::from(l);
+                let abs = if p.is_absolute() {
+                    p
+                } else {
+                    watch_dir.join(p)
+                };
+                let check = std::fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
+                if check.starts_with(&watch_dir) {
+                    return Err(inval(format!(
+                        "lists dir \"{}\" is inside the watched tree, which its writers control: choose a directory outside it",
+                        check.display()
+                    )));
+                }
+                Some(abs)
+            }
+        };
+
+        if cli.skip_initialsync && (cli.exit_on_no_events || cli.only_initialsync) {
+            return Err(inval("--skip-initialsync cannot be combined with --exit-on-no-events or --only-initialsync"));
+        }
+        if cli.only_initialsync && cli.exit_on_no_events {
+            return Err(inval(
+                "--only-initialsync cannot be combined with --exit-on-no-events",
+            ));
+        }
+        let mut ignore_exitcodes = Vec::new();
+        for group in &cli.ignore_exitcode {
+            for &c in group {
+                if c == 0 {
+                    ignore_exitcodes.clear();
+                } else {
+                    ignore_exitcodes.push(c);
+                }
+            }
+        }
+        Ok(Config {
+            watch_dir,
+            destination,
+            mode,
+            handler,
+            rules,
+            delay_sync: cli.delay_sync,
+            delay_collect: cli.delay_collect,
+            delay_bigfile: cli.delay_collect_bigfile,
+            threshold_bigfile: cli.threshold_bigfile,
+            ignore_exitcodes,
+            retries: cli.retries,
+            worker_uid,
+            worker_gid,
+            helper_uid,
+            helper_gid,
+            handler_uid,
+            handler_gid,
+            handler_caps,
+            lists_dir,
+            keep_lists: cli.dont_unlink_lists,
+            label: cli.label.clone(),
+            exit_on_no_events: cli.exit_on_no_events,
+            only_initialsync: cli.only_initialsync,
+            skip_initialsync: cli.skip_initialsync,
+            max_iterations: cli.max_iterations,
+        })
+    }
+
+    /// Whether an exit status of the sync handler counts as success.
+    pub fn exit_ok(&self, code: i32) -> bool {
+        code == 0
+            || (self.mode == Mode::RsyncDirect && code == 24)
+            || self.ignore_exitcodes.contains(&code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_destinations_are_kept_verbatim() {
+        assert!(is_remote("user@host:/x"));
+        assert!(is_remote("host:x"));
+        assert!(is_remote("rsync://host/mod"));
+        assert!(!is_remote("/srv/dst"));
+        assert!(!is_remote("./a:b"));
+        assert!(!is_remote("RSYNC://x"));
+    }
+}

@@ -1,0 +1,833 @@
+//! The privileged helper: a small state machine serving the worker's requests one at a time.
+//!
+//! States: `AwaitHello` → `Serving` → (`Shutdown` | EOF | refusal) → cleanup → exit.
+//! Every request is checked before anything is done: paths must be clean and relative and are
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` from the
+//! watch root's fd; an Exec must select the configured handler with exactly the configured lists,
+//! each a sealed memfd. Anything unknown, unexpected or unpermitted is audited, refused, and ends
+//! the session: the helper treats the worker as compromised, ends every handler and exits.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{
+    fcntl, openat, openat2, AtFlags, FcntlArg, OFlag, OpenHow, ResolveFlag, SealFlag,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
+
+use crate::privsep::policy::{Arg, ExecPolicy};
+use crate::privsep::protocol::{
+    Channel, Entry, ExecEnv, ExitStatus, Kind, ListKind, ProtoError, RelPath, Reply, Request,
+    StatResult, WatchResult, MAX_DATAGRAM, VERSION,
+};
+use crate::sandbox::cgroup::DaemonCgroups;
+use crate::sys;
+
+/// The inotify mask the helper puts on every directory (clsync's, minus IN_DONT_FOLLOW, which
+/// would watch the /proc/self/fd link itself, plus IN_ONLYDIR).
+pub const WATCH_MASK: u32 = libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_MODIFY
+    | libc::IN_ONLYDIR;
+
+/// The helper's exit status when it ended the session because of a refused request.
+pub const EXIT_REFUSED: i32 = 3;
+/// Most handler jobs alive at once.
+const MAX_JOBS: usize = 64;
+/// Fixed PATH for handlers.
+pub const HANDLER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The helper's private directory for list files.
+pub struct ListsDir {
+    pub fd: OwnedFd,
+    pub path: PathBuf,
+    /// Created by us (removed at exit) rather than the administrator's -L directory.
+    pub ours: bool,
+}
+
+/// Everything the helper owns, opened by root before the fork.
+pub struct HelperSetup {
+    pub chan: Channel,
+    pub worker: Pid,
+    pub root: OwnedFd,
+    pub inotify: OwnedFd,
+    pub lists: ListsDir,
+    pub cgroups: Option<DaemonCgroups>,
+    pub policy: ExecPolicy,
+    pub helper_uid: u32,
+    pub helper_gid: u32,
+    /// The pipe the janitor waits on: its read end (given to the janitor) and the helper's write
+    /// end (kept until the helper exits).
+    pub janitor_read: Option<OwnedFd>,
+    pub janitor_write: OwnedFd,
+}
+
+struct Job {
+    pid: Pid,
+    files: Vec<CString>,
+}
+
+struct Helper {
+    s: HelperSetup,
+    jobs: HashMap<u64, Job>,
+    sigfd: SignalFd,
+}
+
+#[derive(Debug)]
+enum End {
+    /// Orderly: Shutdown or the worker closed the channel.
+    Done,
+    /// A request was refused; the worker is treated as compromised.
+    Refused(String),
+    /// The worker's seccomp filter trapped a syscall.
+    Violation(i32),
+    /// SIGTERM (the worker's death signal, or the administrator).
+    Terminated,
+    Failed(String),
+}
+
+/// Drops to the helper's identity and capabilities and serves until the session ends. Never
+/// returns.
+pub fn run(mut setup: HelperSetup) -> ! {
+    start_janitor(&mut setup);
+    let code = match prepare(&setup) {
+        Ok(sigfd) => {
+            let mut h = Helper {
+                s: setup,
+                jobs: HashMap::new(),
+                sigfd,
+            };
+            let end = h.serve();
+            let code = match &end {
+                End::Done | End::Terminated => 0,
+                End::Refused(_) => EXIT_REFUSED,
+                End::Violation(_) => EXIT_REFUSED,
+                End::Failed(_) => 1,
+            };
+            match &end {
+                End::Done => crate::debug!(1, "helper: session ended"),
+                End::Terminated => crate::debug!(1, "helper: terminated"),
+                End::Refused(why) => {
+                    crate::error!("helper: refused a request from the worker ({why}); ending the session")
+                }
+                End::Violation(nr) => crate::error!(
+                    "helper: the worker's seccomp filter trapped syscall {nr} (violation); ending the session"
+                ),
+                End::Failed(why) => crate::error!("helper: {why}"),
+            }
+            h.cleanup();
+            code
+        }
+        Err(e) => {
+            crate::error!("helper: cannot drop privileges: {e}");
+            1
+        }
+    };
+    sys::exit_now(code)
+}
+
+/// Forks the janitor (still as root), hands it the cleanup of cgroups and the lists directory,
+/// and keeps a disarmed copy of the cgroups for joining and killing handlers.
+fn start_janitor(s: &mut HelperSetup) {
+    let lists_dir = (s.lists.ours && !s.policy.keep_lists).then(|| s.lists.path.clone());
+    let Some(wait) = s.janitor_read.take() else {
+        return;
+    };
+    match sys::fork() {
+        Ok(ForkResult::Child) => {
+            crate::privsep::janitor::run(crate::privsep::janitor::JanitorSetup {
+                wait,
+                cgroups: s.cgroups.take(),
+                lists_dir,
+            })
+        }
+        Ok(ForkResult::Parent { .. }) => {
+            if let Some(cg) = s.cgroups.as_mut() {
+                cg.disarm();
+            }
+        }
+        Err(e) => {
+            crate::warning!("cannot start the janitor ({e}): cgroups may outlive a killed daemon")
+        }
+    }
+}
+
+fn prepare(s: &HelperSetup) -> Result<SignalFd, String> {
+    use crate::sandbox::{caps, seccomp};
+    let keep: Vec<RawFd> = vec![
+        s.chan.raw_fd(),
+        s.root.as_raw_fd(),
+        s.inotify.as_raw_fd(),
+        s.lists.fd.as_raw_fd(),
+        s.janitor_write.as_raw_fd(),
+    ];
+    sys::close_all_except(&keep).map_err(|e| format!("closing inherited fds: {e}"))?;
+    caps::helper_drop(s.helper_uid, s.helper_gid, &s.policy.caps).map_err(|e| e.to_string())?;
+    caps::set_pdeathsig(Signal::SIGTERM).map_err(|e| e.to_string())?;
+    if nix::unistd::getppid() != s.worker {
+        return Err("the worker died before the helper was ready".into());
+    }
+    // SIGTERM/SIGCHLD arrive through a signalfd; the terminal's INT/QUIT/HUP are the worker's to
+    // act on (it sends Shutdown), so the helper ignores them by blocking them too.
+    let mut mask = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(sig);
+    }
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    seccomp::install_helper().map_err(|e| e.to_string())?;
+    crate::log::audit(
+        "helper-start",
+        audit_fields![
+            "pid" => sys::getpid(),
+            "uid" => nix::unistd::getuid(),
+            "gid" => nix::unistd::getgid(),
+            "caps" => "dac_read_search,setuid,setgid,kill",
+        ],
+    );
+    Ok(sigfd)
+}
+
+/// Resolves `path` beneath the watch root without following any symlink or magic link.
+fn resolve(root: &OwnedFd, path: &RelPath, flags: OFlag) -> Result<OwnedFd, Errno> {
+    path.validate().map_err(|_| Errno::EINVAL)?;
+    let p: &[u8] = if path.is_root() {
+        b"."
+    } else {
+        path.as_bytes()
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    loop {
+        match openat2(root.as_fd(), p, how) {
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+fn kind_of(mode: u32) -> Kind {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => Kind::File,
+        SFlag::S_IFDIR => Kind::Dir,
+        SFlag::S_IFLNK => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+impl Helper {
+    fn serve(&mut self) -> End {
+        let mut hello = false;
+        loop {
+            let (chan_ready, sig_ready) = {
+                let mut fds = [
+                    PollFd::new(self.s_chan_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return End::Failed(format!("poll: {e}")),
+                }
+                let r = |f: &PollFd| f.revents().map(|e| !e.is_empty()).unwrap_or(false);
+                (r(&fds[0]), r(&fds[1]))
+            };
+            if sig_ready {
+                if let Some(end) = self.on_signals() {
+                    return end;
+                }
+            }
+            if !chan_ready {
+                continue;
+            }
+            let (req, fds) = match self.s.chan.recv::<Request>() {
+                Ok(m) => m,
+                Err(ProtoError::Closed) => return End::Done,
+                Err(e) => return self.refuse(&format!("{e}")),
+            };
+            if !hello {
+                match req {
+                    Request::Hello { version } if version == VERSION => {
+                        hello = true;
+                        if self.reply(&Reply::Hello { version: VERSION }).is_err() {
+                            return End::Done;
+                        }
+                        continue;
+                    }
+                    Request::Hello { version } => {
+                        return self
+                            .refuse(&format!("protocol version {version}, expected {VERSION}"))
+                    }
+                    other => return self.refuse(&format!("{} before the handshake", name(&other))),
+                }
+            }
+            match self.handle(req, fds) {
+                Ok(None) => {}
+                Ok(Some(end)) => return end,
+                Err(why) => return self.refuse(&why),
+            }
+        }
+    }
+
+    fn s_chan_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.s.chan.as_fd()
+    }
+
+    fn reply(&self, r: &Reply) -> Result<(), ProtoError> {
+        self.s.chan.send(r, &[])
+    }
+
+    fn refuse(&mut self, why: &str) -> End {
+        crate::log::audit("refused", audit_fields!["reason" => why]);
+        let _ = self.reply(&Reply::Refused {
+            reason: why.to_string(),
+        });
+        End::Refused(why.to_string())
+    }
+
+    /// Ok(None): go on; Ok(Some(end)): orderly end; Err(why): refuse and end.
+    fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Result<Option<End>, String> {
+        match req {
+            Request::Hello { .. } => Err("second handshake".into()),
+            Request::Watch { dirs } => {
+                check_paths(&dirs)?;
+                let results = dirs.iter().map(|d| self.watch(d)).collect();
+                self.send(&Reply::Watched { results })
+            }
+            Request::Unwatch { wds } => {
+                for wd in wds {
+                    // EINVAL for a wd already gone is fine: the kernel drops watches of deleted dirs.
+                    let _ = sys::inotify_rm_watch(&self.s.inotify, wd);
+                }
+                self.send(&Reply::Unwatched)
+            }
+            Request::Scan { dirs, files, stat } => {
+                check_paths(&dirs)?;
+                for (i, d) in dirs.iter().enumerate() {
+                    if let Some(end) = self.scan(i as u32, d, files, stat)? {
+                        return Ok(Some(end));
+                    }
+                }
+                Ok(None)
+            }
+            Request::Stat { paths } => {
+                check_paths(&paths)?;
+                let results = paths.iter().map(|p| self.stat(p)).collect();
+                self.send(&Reply::Stats { results })
+            }
+            Request::Exec {
+                job,
+                handler: _,
+                lists,
+                env,
+            } => self.exec(job, &lists, fds, env),
+            Request::Kill { job } => {
+                if let Some(j) = self.jobs.get(&job) {
+                    let _ = killpg(j.pid, Signal::SIGTERM);
+                    crate::log::audit("kill", audit_fields!["job" => job, "pid" => j.pid]);
+                }
+                Ok(None)
+            }
+            Request::Shutdown => Ok(Some(End::Done)),
+            Request::Violation { syscall } => {
+                crate::log::audit(
+                    "violation",
+                    audit_fields!["who" => "worker", "syscall" => syscall],
+                );
+                Ok(Some(End::Violation(syscall)))
+            }
+        }
+    }
+
+    fn send(&self, r: &Reply) -> Result<Option<End>, String> {
+        match self.reply(r) {
+            Ok(()) => Ok(None),
+            Err(ProtoError::Closed) => Ok(Some(End::Done)),
+            Err(e) => Ok(Some(End::Failed(format!("sending a reply: {e}")))),
+        }
+    }
+
+    fn watch(&self, dir: &RelPath) -> WatchResult {
+        let fd = match resolve(&self.s.root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) => {
+                crate::log::audit(
+                    "watch-failed",
+                    audit_fields!["path" => lossy(dir), "errno" => e],
+                );
+                return WatchResult::Errno(e as i32);
+            }
+        };
+        let link = proc_fd_path(fd.as_raw_fd());
+        match sys::inotify_add_watch(&self.s.inotify, &link, WATCH_MASK) {
+            Ok(wd) => WatchResult::Wd(wd),
+            Err(e) => {
+                crate::log::audit(
+                    "watch-failed",
+                    audit_fields!["path" => lossy(dir), "errno" => e],
+                );
+                WatchResult::Errno(e as i32)
+            }
+        }
+    }
+
+    fn stat(&self, p: &RelPath) -> StatResult {
+        match resolve(&self.s.root, p, OFlag::O_PATH).and_then(fstat) {
+            Ok(st) => StatResult::Found {
+                kind: kind_of(st.st_mode),
+                size: st.st_size.max(0) as u64,
+            },
+            Err(e) => StatResult::Errno(e as i32),
+        }
+    }
+
+    fn scan(
+        &self,
+        idx: u32,
+        dir: &RelPath,
+        files: bool,
+        stat: bool,
+    ) -> Result<Option<End>, String> {
+        let fd = match resolve(&self.s.root, dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return self.send(&Reply::Entries {
+                    dir: idx,
+                    entries: vec![],
+                    last: true,
+                    errno: e as i32,
+                })
+            }
+        };
+        let dfd = match fd.try_clone() {
+            Ok(d) => d,
+            Err(e) => return Err(format!("dup: {e}")),
+        };
+        let mut d = match nix::dir::Dir::from_fd(fd) {
+            Ok(d) => d,
+            Err(e) => {
+                return self.send(&Reply::Entries {
+                    dir: idx,
+                    entries: vec![],
+                    last: true,
+                    errno: e as i32,
+                })
+            }
+        };
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
+        let budget = MAX_DATAGRAM - 1024;
+        let mut errno = 0;
+        for ent in d.iter() {
+            let ent = match ent {
+                Ok(e) => e,
+                Err(e) => {
+                    errno = e as i32;
+                    break;
+                }
+            };
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            use nix::dir::Type;
+            let mut kind = match ent.file_type() {
+                Some(Type::Directory) => Some(Kind::Dir),
+                Some(Type::File) => Some(Kind::File),
+                Some(Type::Symlink) => Some(Kind::Symlink),
+                Some(_) => Some(Kind::Other),
+                None => None,
+            };
+            if !files && kind.is_some() && kind != Some(Kind::Dir) {
+                continue;
+            }
+            let (mut size, mut dev) = (0, 0);
+            if stat || kind.is_none() {
+                match fstatat(&dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => {
+                        kind = Some(kind_of(st.st_mode));
+                        size = st.st_size.max(0) as u64;
+                        dev = st.st_dev;
+                    }
+                    Err(_) => continue, // vanished meanwhile: its delete event follows
+                }
+            }
+            let kind = kind.unwrap_or(Kind::Other);
+            if !files && kind != Kind::Dir {
+                continue;
+            }
+            bytes += name.len() + 24;
+            batch.push(Entry {
+                name: name.to_vec(),
+                kind,
+                size,
+                dev,
+            });
+            if bytes >= budget {
+                let entries = std::mem::take(&mut batch);
+                bytes = 0;
+                if let Some(end) = self.send(&Reply::Entries {
+                    dir: idx,
+                    entries,
+                    last: false,
+                    errno: 0,
+                })? {
+                    return Ok(Some(end));
+                }
+            }
+        }
+        self.send(&Reply::Entries {
+            dir: idx,
+            entries: batch,
+            last: true,
+            errno,
+        })
+    }
+
+    fn exec(
+        &mut self,
+        job: u64,
+        lists: &[ListKind],
+        fds: Vec<OwnedFd>,
+        env: ExecEnv,
+    ) -> Result<Option<End>, String> {
+        let want = self.s.policy.lists();
+        if lists != want.as_slice() {
+            return Err(format!(
+                "exec with lists {lists:?}, the configured handler takes {want:?}"
+            ));
+        }
+        if self.jobs.contains_key(&job) {
+            return Err(format!("exec of job {job}, which is still running"));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        // Turn each sealed memfd into a file in our own directory.
+        let mut files: Vec<CString> = Vec::new();
+        let mut paths: HashMap<ListKind, CString> = HashMap::new();
+        for (kind, fd) in lists.iter().zip(fds) {
+            let name = format!(
+                ".clsync-{}.{}.{}",
+                if *kind == ListKind::Include {
+                    "list"
+                } else {
+                    "exclist"
+                },
+                sys::getpid(),
+                job
+            );
+            match self.materialize(&fd, &name) {
+                Ok(()) => {}
+                Err(e) => {
+                    self.unlink_all(&files);
+                    return Err(e);
+                }
+            }
+            let full = self.s.lists.path.join(&name);
+            let c = CString::new(full.as_os_str().as_bytes())
+                .map_err(|_| "NUL in lists path".to_string())?;
+            files.push(CString::new(name).unwrap_or_default());
+            paths.insert(*kind, c);
+        }
+        let argv: Vec<CString> = self
+            .s
+            .policy
+            .argv
+            .iter()
+            .map(|a| match a {
+                Arg::Lit(s) => s.clone(),
+                Arg::List(k) => paths.get(k).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let envp: Vec<CString> = [
+            format!("PATH={HANDLER_PATH}"),
+            format!("CLSYNC_STATUS={}", env.status.word()),
+            format!("CLSYNC_ITERATION={}", env.iteration),
+        ]
+        .into_iter()
+        .filter_map(|s| CString::new(s).ok())
+        .collect();
+        let pid = match self.spawn(&argv, &envp) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.unlink_all(&files);
+                return Ok(Some(End::Failed(format!(
+                    "cannot start the sync handler: {e}"
+                ))));
+            }
+        };
+        crate::log::audit(
+            "exec",
+            audit_fields![
+                "job" => job,
+                "pid" => pid,
+                "uid" => self.s.policy.uid,
+                "gid" => self.s.policy.gid,
+                "argv" => argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+            ],
+        );
+        self.jobs.insert(job, Job { pid, files });
+        self.send(&Reply::Started {
+            job,
+            pid: pid.as_raw(),
+        })
+    }
+
+    /// Checks that `fd` is a memfd sealed against every change and copies it into `name`.
+    fn materialize(&self, fd: &OwnedFd, name: &str) -> Result<(), String> {
+        let need = SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_SEAL;
+        let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
+            .map_err(|e| format!("a list fd is not a sealable memfd (F_GET_SEALS: {e})"))?;
+        if !SealFlag::from_bits_truncate(seals).contains(need) {
+            return Err(format!(
+                "a list memfd is not fully sealed (seals {seals:#x})"
+            ));
+        }
+        let st = fstat(fd).map_err(|e| format!("fstat of a list fd: {e}"))?;
+        if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+            return Err("a list fd is not a regular memfd".into());
+        }
+        let mode = if self.s.policy.uid == self.s.helper_uid {
+            0o600
+        } else {
+            0o640
+        };
+        let out = openat(
+            &self.s.lists.fd,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| format!("creating list file {name}: {e}"))?;
+        let src = std::fs::File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
+        let dst = std::fs::File::from(out);
+        let mut off = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let size = st.st_size.max(0) as u64;
+        while off < size {
+            let n = src
+                .read_at(&mut buf, off)
+                .map_err(|e| format!("reading a list memfd: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all_at(&buf[..n], off)
+                .map_err(|e| format!("writing list file {name}: {e}"))?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    fn unlink_all(&self, files: &[CString]) {
+        for f in files {
+            let _ = unlinkat(&self.s.lists.fd, f.as_c_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// Forks the handler: own process group, handlers cgroup, handler ids, exactly the
+    /// configured capabilities as ambient, death signal, fds 0-2 only, cwd = watch root, our env.
+    fn spawn(&self, argv: &[CString], envp: &[CString]) -> Result<Pid, Errno> {
+        let helper_pid = sys::getpid();
+        match sys::fork()? {
+            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Child => {
+                let code = child_setup(self, helper_pid, argv, envp);
+                sys::exit_now(code)
+            }
+        }
+    }
+
+    fn on_signals(&mut self) -> Option<End> {
+        let mut term = false;
+        while let Ok(Some(si)) = self.sigfd.read_signal() {
+            if si.ssi_signo == Signal::SIGTERM as u32 {
+                term = true;
+            }
+        }
+        if let Some(end) = self.reap() {
+            return Some(end);
+        }
+        term.then_some(End::Terminated)
+    }
+
+    /// Reaps finished handlers and reports them (unsolicited `Exited`).
+    fn reap(&mut self) -> Option<End> {
+        loop {
+            let st = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return None,
+                Ok(st) => st,
+            };
+            let (pid, status) = match st {
+                WaitStatus::Exited(p, c) => (p, ExitStatus::Code(c)),
+                WaitStatus::Signaled(p, s, _) => (p, ExitStatus::Signal(s as i32)),
+                _ => continue,
+            };
+            let Some(job) = self
+                .jobs
+                .iter()
+                .find(|(_, j)| j.pid == pid)
+                .map(|(k, _)| *k)
+            else {
+                continue;
+            };
+            if let Some(j) = self.jobs.remove(&job) {
+                if !self.s.policy.keep_lists {
+                    self.unlink_all(&j.files);
+                }
+            }
+            crate::log::audit(
+                "exited",
+                audit_fields!["job" => job, "pid" => pid, "status" => format!("{status:?}")],
+            );
+            if let Err(ProtoError::Closed) = self.reply(&Reply::Exited { job, status }) {
+                return Some(End::Done);
+            }
+        }
+    }
+
+    /// Ends every handler (TERM, then KILL after a grace second), removes lists, cgroups and our
+    /// lists directory. Runs on every way out.
+    fn cleanup(&mut self) {
+        for j in self.jobs.values() {
+            let _ = killpg(j.pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !self.jobs.is_empty() && Instant::now() < deadline {
+            let pids: Vec<(u64, Pid)> = self.jobs.iter().map(|(k, j)| (*k, j.pid)).collect();
+            for (k, pid) in pids {
+                if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                    waitpid(pid, Some(WaitPidFlag::WNOHANG))
+                {
+                    if let Some(j) = self.jobs.remove(&k) {
+                        if !self.s.policy.keep_lists {
+                            self.unlink_all(&j.files);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for j in self.jobs.values() {
+            let _ = killpg(j.pid, Signal::SIGKILL);
+            let _ = waitpid(j.pid, None);
+            if !self.s.policy.keep_lists {
+                self.unlink_all(&j.files);
+            }
+        }
+        self.jobs.clear();
+        if let Some(cg) = &self.s.cgroups {
+            if let Err(e) = cg.kill_all_handlers() {
+                crate::warning!("{e}");
+            }
+        }
+        // The cgroups and our lists directory are the janitor's to remove, once the worker and
+        // this process are both gone.
+    }
+}
+
+fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) -> i32 {
+    use crate::sandbox::caps;
+    sys::reset_signals_for_exec();
+    if nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
+        return 126;
+    }
+    if let Some(cg) = &h.s.cgroups {
+        if let Err(e) = cg.enter_handlers_self() {
+            crate::error!("handler: cannot join the handlers cgroup: {e}");
+            return 126;
+        }
+    }
+    if nix::unistd::fchdir(&h.s.root).is_err() {
+        return 126;
+    }
+    let p = &h.s.policy;
+    if let Err(e) = crate::sandbox::identity::drop_to(p.uid, p.gid) {
+        crate::error!("handler: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
+        return 126;
+    }
+    if let Err(e) = caps::handler_child_caps(&p.caps) {
+        crate::error!("handler: cannot set its capabilities: {e}");
+        return 126;
+    }
+    if caps::set_pdeathsig(Signal::SIGTERM).is_err() || nix::unistd::getppid() != helper_pid {
+        return 126;
+    }
+    if sys::close_from(3).is_err() {
+        return 126;
+    }
+    let e = nix::unistd::execve(&p.program, argv, envp)
+        .err()
+        .unwrap_or(Errno::EINVAL);
+    crate::error!("cannot execute the sync handler {:?}: {e}", p.program);
+    if e == Errno::ENOENT {
+        2
+    } else {
+        127
+    }
+}
+
+fn check_paths(paths: &[RelPath]) -> Result<(), String> {
+    for p in paths {
+        p.validate().map_err(|e| format!("{e}: {p:?}"))?;
+    }
+    Ok(())
+}
+
+fn proc_fd_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+fn lossy(p: &RelPath) -> String {
+    String::from_utf8_lossy(p.as_bytes()).into_owned()
+}
+
+fn name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello { .. } => "Hello",
+        Request::Watch { .. } => "Watch",
+        Request::Unwatch { .. } => "Unwatch",
+        Request::Scan { .. } => "Scan",
+        Request::Stat { .. } => "Stat",
+        Request::Exec { .. } => "Exec",
+        Request::Kill { .. } => "Kill",
+        Request::Shutdown => "Shutdown",
+        Request::Violation { .. } => "Violation",
+    }
+}

@@ -1,0 +1,95 @@
+//! The janitor: a tiny process that guarantees nothing the daemon created outlives it, however
+//! the worker and the helper end (even by SIGKILL).
+//!
+//! The helper forks it right after the main fork, while still root. It keeps one fd — the read
+//! end of a pipe whose write ends the worker and the helper hold — and blocks in read(2). It gets
+//! no input from anyone: EOF means both are gone. Then it kills what is left in the handlers
+//! cgroup, removes the daemon's cgroups (the v1 hierarchy roots are mode 0555, so this needs
+//! CAP_DAC_OVERRIDE, which the helper does not have) and the helper's private lists directory.
+//! It keeps only CAP_DAC_OVERRIDE and CAP_KILL, is not dumpable, and runs the helper's seccomp
+//! denylist.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::sandbox::cgroup::DaemonCgroups;
+use crate::sys;
+
+pub struct JanitorSetup {
+    pub wait: OwnedFd,
+    pub cgroups: Option<DaemonCgroups>,
+    /// Our private lists directory, removed with its content (None: the administrator's -L, or -U).
+    pub lists_dir: Option<PathBuf>,
+}
+
+/// Never returns.
+pub fn run(s: JanitorSetup) -> ! {
+    let _ = sys::close_all_except(&[s.wait.as_raw_fd()]);
+    if let Err(e) = confine() {
+        crate::warning!("janitor: {e}");
+    }
+    // The terminal's signals are for the worker; the janitor ends on its own once both are gone.
+    let mut mask = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(sig);
+    }
+    let _ = mask.thread_block();
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(&s.wait, &mut b) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(cg) = s.cgroups {
+        if let Err(e) = cg.kill_all_handlers() {
+            crate::warning!("janitor: {e}");
+        }
+        if let Err(e) = cg.remove() {
+            crate::warning!("janitor: {e}");
+        }
+    }
+    if let Some(dir) = s.lists_dir {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                crate::warning!(
+                    "janitor: cannot remove the lists dir {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    sys::exit_now(0)
+}
+
+fn confine() -> Result<(), String> {
+    let keep: CapsHashSet = [Capability::CAP_DAC_OVERRIDE, Capability::CAP_KILL]
+        .into_iter()
+        .collect();
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+    }
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(|e| e.to_string())?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| e.to_string())?;
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| e.to_string())?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| e.to_string())?;
+    crate::sandbox::caps::set_not_dumpable().map_err(|e| e.to_string())?;
+    crate::sandbox::seccomp::install_helper().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Privilege separation: the wire ([`protocol`]), the privileged side ([`helper`]), the frozen
+//! policy it enforces ([`policy`]), the worker's client ([`client`]) and the start-up ([`spawn`]).
+pub mod client;
+pub mod helper;
+pub mod janitor;
+pub mod policy;
+pub mod protocol;
+pub mod spawn;

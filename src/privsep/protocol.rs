@@ -1,0 +1,583 @@
+//! The wire between the worker and the privileged helper: the only place it is defined.
+//!
+//! * One message per `SOCK_SEQPACKET` datagram, at most [`MAX_DATAGRAM`] bytes.
+//! * Messages are the closed enums [`Request`] (worker → helper) and [`Reply`] (helper → worker),
+//!   encoded with postcard (a compact, specified serde format: varint integers, length-prefixed
+//!   sequences, enum variants by index).
+//! * Decoding is total: any byte string gives a message or a [`ProtoError`], never a panic. Serde
+//!   caps what a length prefix may preallocate (1 MiB), and anything larger must be backed by real
+//!   bytes in a datagram of at most 64 KiB.
+//! * File descriptors travel only with `SCM_RIGHTS` on the one message that declares them
+//!   ([`Request::Exec`], one fd per entry of `lists`), are received with `MSG_CMSG_CLOEXEC`, and a
+//!   datagram whose fds do not match its declaration is an error.
+//! * The first exchange is `Hello { version }` both ways; any other version ends the session.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::cmsg_space;
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Protocol version; both sides must agree exactly.
+pub const VERSION: u32 = 1;
+/// Hard cap on one datagram. Socket buffers are raised to hold a few of these.
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+/// Most fds one message may carry (an include and an exclude list).
+pub const MAX_FDS: usize = 2;
+
+/// A path relative to the watch root: bytes, no NUL, no leading `/`, no empty, `.` or `..`
+/// component. The root itself is the empty path. The helper re-checks every path it receives
+/// ([`RelPath::validate`]) and resolves it with `openat2(RESOLVE_BENEATH …)` from the root's fd.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RelPath(pub Vec<u8>);
+
+impl RelPath {
+    pub fn root() -> Self {
+        RelPath(Vec::new())
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// `self/name` (name must be a single component; checked by [`RelPath::validate`] later).
+    pub fn join(&self, name: &[u8]) -> RelPath {
+        let mut v = Vec::with_capacity(self.0.len() + 1 + name.len());
+        v.extend_from_slice(&self.0);
+        if !v.is_empty() {
+            v.push(b'/');
+        }
+        v.extend_from_slice(name);
+        RelPath(v)
+    }
+    /// Checks the shape rules above; the error names the offending part.
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        let p = &self.0;
+        if p.is_empty() {
+            return Ok(());
+        }
+        if p.len() > 4096 {
+            return Err(ProtoError::BadPath("longer than PATH_MAX"));
+        }
+        if p.contains(&0) {
+            return Err(ProtoError::BadPath("contains NUL"));
+        }
+        if p[0] == b'/' {
+            return Err(ProtoError::BadPath("absolute"));
+        }
+        for comp in p.split(|&b| b == b'/') {
+            match comp {
+                b"" => return Err(ProtoError::BadPath("empty component")),
+                b"." | b".." => return Err(ProtoError::BadPath("dot component")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// What a scan reports per directory entry.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    /// lstat size; 0 when the scan did not ask for stat data.
+    pub size: u64,
+    /// st_dev, for --one-file-system; 0 when not asked.
+    pub dev: u64,
+}
+
+/// Result of one stat in a [`Request::Stat`] batch.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatResult {
+    Found { kind: Kind, size: u64 },
+    Errno(i32),
+}
+
+/// Result of one directory in a [`Request::Watch`] batch.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchResult {
+    Wd(i32),
+    Errno(i32),
+}
+
+/// The list files a handler template may take, in the order the template names them.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Include,
+    Exclude,
+}
+
+/// Which configured program an [`Request::Exec`] runs. The helper maps it to the frozen policy;
+/// the worker never names a program or an argument of its own.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerRef {
+    /// The sync handler with its configured argument template.
+    Sync,
+}
+
+/// clsync's status words, as the handler sees them in CLSYNC_STATUS.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Initsync,
+    Running,
+    SynchandlerError,
+    Preexit,
+    Lastsync,
+    Terminating,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Initsync => "initsync",
+            Status::Running => "running",
+            Status::SynchandlerError => "synchandler error",
+            Status::Preexit => "preexit",
+            Status::Lastsync => "lastsync",
+            Status::Terminating => "terminating",
+        }
+    }
+}
+
+/// The only environment facts the worker may influence: closed, typed, no free-form strings.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecEnv {
+    pub status: Status,
+    pub iteration: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Worker → helper.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Hello {
+        version: u32,
+    },
+    /// Add inotify watches (on the shared inotify instance) for these directories.
+    Watch {
+        dirs: Vec<RelPath>,
+    },
+    Unwatch {
+        wds: Vec<i32>,
+    },
+    /// List these directories; streamed back as `Entries` datagrams, `last` closing each dir.
+    Scan {
+        dirs: Vec<RelPath>,
+        files: bool,
+        stat: bool,
+    },
+    /// lstat these paths (for the big-file queue and the rules' file type).
+    Stat {
+        paths: Vec<RelPath>,
+    },
+    /// Run a configured handler; `lists.len()` sealed memfds ride along with this datagram.
+    Exec {
+        job: u64,
+        handler: HandlerRef,
+        lists: Vec<ListKind>,
+        env: ExecEnv,
+    },
+    /// SIGTERM the job's process group.
+    Kill {
+        job: u64,
+    },
+    /// Orderly end: the helper ends any handler, cleans up and exits 0.
+    Shutdown,
+    /// Sent by the worker's SIGSYS handler, once, just before it exits.
+    Violation {
+        syscall: i32,
+    },
+}
+
+/// Helper → worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Hello {
+        version: u32,
+    },
+    Watched {
+        results: Vec<WatchResult>,
+    },
+    Unwatched,
+    /// Entries of `dirs[dir]` of the current Scan. `errno` != 0: the directory could not be read.
+    Entries {
+        dir: u32,
+        entries: Vec<Entry>,
+        last: bool,
+        errno: i32,
+    },
+    Stats {
+        results: Vec<StatResult>,
+    },
+    Started {
+        job: u64,
+        pid: i32,
+    },
+    /// Unsolicited: a job's handler ended.
+    Exited {
+        job: u64,
+        status: ExitStatus,
+    },
+    /// The request was refused; the helper audits it and ends the session.
+    Refused {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtoError {
+    /// The peer closed the socket.
+    Closed,
+    /// The bytes are not a message of this protocol.
+    Malformed(String),
+    /// A datagram or its control data was truncated (larger than the cap).
+    Truncated,
+    /// The message would exceed the datagram cap.
+    TooLarge,
+    /// fds arrived on a message that does not declare them, or the count differs.
+    UnexpectedFds {
+        declared: usize,
+        received: usize,
+    },
+    BadPath(&'static str),
+    Io(Errno),
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtoError::Closed => write!(f, "peer closed the channel"),
+            ProtoError::Malformed(e) => write!(f, "malformed message: {e}"),
+            ProtoError::Truncated => write!(f, "truncated datagram (over {MAX_DATAGRAM} bytes)"),
+            ProtoError::TooLarge => write!(f, "message over {MAX_DATAGRAM} bytes"),
+            ProtoError::UnexpectedFds { declared, received } => {
+                write!(f, "message declares {declared} fds but carries {received}")
+            }
+            ProtoError::BadPath(why) => write!(f, "path not allowed: {why}"),
+            ProtoError::Io(e) => write!(f, "channel I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
+
+/// Encodes into `buf`; fails with `TooLarge` instead of exceeding it. Allocation-free, so the
+/// SIGSYS handler may use it.
+pub fn encode_into<'a, T: Serialize>(msg: &T, buf: &'a mut [u8]) -> Result<&'a [u8], ProtoError> {
+    postcard::to_slice(msg, buf)
+        .map(|s| &*s)
+        .map_err(|_| ProtoError::TooLarge)
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    let v = postcard::to_allocvec(msg).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if v.len() > MAX_DATAGRAM {
+        return Err(ProtoError::TooLarge);
+    }
+    Ok(v)
+}
+
+/// Total decoding: the whole datagram must be exactly one message.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(ProtoError::TooLarge);
+    }
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        Ok((_, rest)) => Err(ProtoError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(ProtoError::Malformed(e.to_string())),
+    }
+}
+
+/// How many fds a message declares.
+pub trait DeclaresFds {
+    fn declared_fds(&self) -> usize {
+        0
+    }
+}
+
+impl DeclaresFds for Request {
+    fn declared_fds(&self) -> usize {
+        match self {
+            Request::Exec { lists, .. } => lists.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl DeclaresFds for Reply {}
+
+/// Encodes the fixed report the SIGSYS handler sends (allocation-free).
+pub fn violation_report(syscall: i32, buf: &mut [u8; 64]) -> usize {
+    encode_into(&Request::Violation { syscall }, buf)
+        .map(|s| s.len())
+        .unwrap_or(0)
+}
+
+/// One end of the socketpair. Blocking I/O; the event loops poll the fd for readiness.
+pub struct Channel {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Channel {
+    pub fn new(fd: OwnedFd) -> Self {
+        Channel {
+            fd,
+            buf: vec![0; MAX_DATAGRAM + 1],
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends one message; `fds` must match what the message declares.
+    pub fn send<T: Serialize + DeclaresFds>(
+        &self,
+        msg: &T,
+        fds: &[RawFd],
+    ) -> Result<(), ProtoError> {
+        if msg.declared_fds() != fds.len() || fds.len() > MAX_FDS {
+            return Err(ProtoError::UnexpectedFds {
+                declared: msg.declared_fds(),
+                received: fds.len(),
+            });
+        }
+        let bytes = encode(msg)?;
+        let iov = [IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        loop {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Err(ProtoError::Closed),
+                Err(e) => return Err(ProtoError::Io(e)),
+            }
+        }
+    }
+
+    /// Sends raw bytes as one datagram (tests play a forged peer with this).
+    pub fn send_raw(&self, bytes: &[u8], fds: &[RawFd]) -> Result<(), ProtoError> {
+        let iov = [IoSlice::new(bytes)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            if e == Errno::EPIPE {
+                ProtoError::Closed
+            } else {
+                ProtoError::Io(e)
+            }
+        })
+    }
+
+    /// Receives one message and the fds it carries. Every received fd is owned (closed on drop)
+    /// even when the message is rejected.
+    pub fn recv<T: DeserializeOwned + DeclaresFds>(
+        &mut self,
+    ) -> Result<(T, Vec<OwnedFd>), ProtoError> {
+        let mut cmsg_buf = cmsg_space!([RawFd; MAX_FDS]);
+        let (len, fds, truncated) = loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_buf),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    for c in msg.cmsgs().map_err(ProtoError::Io)? {
+                        if let ControlMessageOwned::ScmRights(rs) = c {
+                            for r in rs {
+                                // The kernel just installed these fds in our table for us.
+                                fds.push(owned(r));
+                            }
+                        }
+                    }
+                    let trunc = msg
+                        .flags
+                        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                    break (msg.bytes, fds, trunc);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Err(ProtoError::Closed),
+                Err(e) => return Err(ProtoError::Io(e)),
+            }
+        };
+        if len == 0 && fds.is_empty() {
+            return Err(ProtoError::Closed);
+        }
+        if truncated || len > MAX_DATAGRAM {
+            return Err(ProtoError::Truncated);
+        }
+        let msg: T = decode(&self.buf[..len])?;
+        if msg.declared_fds() != fds.len() {
+            return Err(ProtoError::UnexpectedFds {
+                declared: msg.declared_fds(),
+                received: fds.len(),
+            });
+        }
+        Ok((msg, fds))
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // `OwnedFd::from_raw_fd` is an unsafe fn; the syscall layer owns that step.
+    crate::sys::adopt_received_fd(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_every_request() {
+        let reqs = vec![
+            Request::Hello { version: VERSION },
+            Request::Watch {
+                dirs: vec![RelPath::root(), RelPath(b"a/b".to_vec())],
+            },
+            Request::Unwatch { wds: vec![1, 2, 3] },
+            Request::Scan {
+                dirs: vec![RelPath(b"x".to_vec())],
+                files: true,
+                stat: false,
+            },
+            Request::Stat {
+                paths: vec![RelPath(b"x/y".to_vec())],
+            },
+            Request::Exec {
+                job: 7,
+                handler: HandlerRef::Sync,
+                lists: vec![ListKind::Include, ListKind::Exclude],
+                env: ExecEnv {
+                    status: Status::Running,
+                    iteration: 3,
+                },
+            },
+            Request::Kill { job: 7 },
+            Request::Shutdown,
+            Request::Violation { syscall: 41 },
+        ];
+        for r in reqs {
+            let b = encode(&r).unwrap();
+            assert_eq!(decode::<Request>(&b).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn decoding_is_total_on_garbage_and_truncation() {
+        let full = encode(&Request::Watch {
+            dirs: vec![RelPath(b"abc/def".to_vec()); 10],
+        })
+        .unwrap();
+        for cut in 0..full.len() {
+            assert!(
+                decode::<Request>(&full[..cut]).is_err(),
+                "prefix {cut} decoded"
+            );
+        }
+        let mut extra = full.clone();
+        extra.push(0);
+        assert!(decode::<Request>(&extra).is_err(), "trailing byte accepted");
+        // Deterministic pseudo-random garbage: must never panic.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for len in 0..2000usize {
+            let bytes: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Reply>(&bytes);
+        }
+    }
+
+    #[test]
+    fn huge_length_prefix_is_an_error_not_an_allocation() {
+        // Variant 1 (Watch), then a sequence length of u32::MAX as a varint, then nothing.
+        let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn relpath_rules() {
+        for ok in [&b""[..], b"a", b"a/b", b"-rf", b"sp ace/\xff\n"] {
+            assert!(RelPath(ok.to_vec()).validate().is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &b"/etc"[..],
+            b"..",
+            b"a/../b",
+            b"a//b",
+            b"a/",
+            b"./a",
+            b"a\0b",
+        ] {
+            assert!(RelPath(bad.to_vec()).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn violation_report_decodes() {
+        let mut buf = [0u8; 64];
+        let n = violation_report(59, &mut buf);
+        assert_eq!(
+            decode::<Request>(&buf[..n]).unwrap(),
+            Request::Violation { syscall: 59 }
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Start-up, in the order the design gives: (parsed + validated config) → open what both sides
+//! need → fork → each side closes what it does not need and confines itself.
+//!
+//! The process root started becomes the unprivileged worker; its child becomes the privileged
+//! helper. Either ending ends the other: the helper has a death signal and sees EOF; the worker
+//! sees EOF and SIGCHLD.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use nix::unistd::{chown, ForkResult, Gid, Uid};
+
+use crate::config::Config;
+use crate::privsep::client::Client;
+use crate::privsep::helper::{self, HelperSetup, ListsDir};
+use crate::privsep::policy::ExecPolicy;
+use crate::privsep::protocol::{self, Channel, MAX_DATAGRAM};
+use crate::sandbox::cgroup::{DaemonCgroups, Limits};
+use crate::sandbox::{caps, identity, landlock, namespaces, seccomp};
+use crate::sys;
+use crate::worker::{self, Worker, WorkerSetup};
+
+/// Limits of the worker's cgroup: it never forks, and its memory is the watch tree and queues.
+const WORKER_LIMITS: Limits = Limits {
+    pids_max: Some(8),
+    memory_max: Some(2 << 30),
+};
+/// Limits of the handlers' cgroup (rsync forks a receiver and a generator per run).
+const HANDLER_LIMITS: Limits = Limits {
+    pids_max: Some(4096),
+    memory_max: None,
+};
+
+/// A start-up failure before the daemon runs: message and exit code.
+pub struct StartError {
+    pub code: i32,
+    pub msg: String,
+}
+
+fn fail(code: i32, msg: impl Into<String>) -> StartError {
+    StartError {
+        code,
+        msg: msg.into(),
+    }
+}
+
+/// Runs the daemon; returns the worker's exit code.
+pub fn run(cfg: Config) -> Result<i32, StartError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(fail(
+            1,
+            "clsync-rs must be started as root: it sets up its own sandbox and drops privileges itself (see --uid, --privileged-uid)",
+        ));
+    }
+    let root = open(
+        &cfg.watch_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        fail(
+            2,
+            format!("cannot open the watch dir {}: {e}", cfg.watch_dir.display()),
+        )
+    })?;
+    let inotify = sys::inotify_init().map_err(|e| {
+        fail(
+            24,
+            format!("inotify_init1: {e} (check fs.inotify.max_user_instances)"),
+        )
+    })?;
+    let (wsock, hsock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| fail(1, format!("socketpair: {e}")))?;
+    for s in [&wsock, &hsock] {
+        let _ = setsockopt(s, sockopt::SndBuf, &(4 * MAX_DATAGRAM));
+        let _ = setsockopt(s, sockopt::RcvBuf, &(4 * MAX_DATAGRAM));
+    }
+    let lists = lists_dir(&cfg)?;
+    let (cgroups, warnings) = match DaemonCgroups::create(
+        &format!("clsync-{}", sys::getpid()),
+        WORKER_LIMITS,
+        HANDLER_LIMITS,
+    ) {
+        Ok((cg, w)) => (Some(cg), w),
+        Err(e) => (
+            None,
+            vec![format!(
+                "cannot create the daemon's cgroups, running without pids/memory limits: {e}"
+            )],
+        ),
+    };
+    for w in warnings {
+        crate::warning!("{w}");
+    }
+    if let Some(cg) = &cgroups {
+        if cfg.helper_uid != 0 {
+            cg.chown(cfg.helper_uid, cfg.helper_gid).map_err(|e| {
+                fail(
+                    1,
+                    format!("cannot hand the cgroups to --privileged-uid: {e}"),
+                )
+            })?;
+        }
+    }
+    let policy = ExecPolicy::from_config(&cfg);
+    let (janitor_read, janitor_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
+    let worker_pid = sys::getpid();
+
+    match sys::fork().map_err(|e| fail(1, format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(wsock);
+            let helper_inotify = inotify;
+            helper::run(HelperSetup {
+                chan: Channel::new(hsock),
+                worker: worker_pid,
+                root,
+                inotify: helper_inotify,
+                lists,
+                cgroups,
+                policy,
+                helper_uid: cfg.helper_uid,
+                helper_gid: cfg.helper_gid,
+                janitor_read: Some(janitor_read),
+                janitor_write,
+            })
+        }
+        ForkResult::Parent { child } => {
+            drop(hsock);
+            drop(janitor_read);
+            drop(root);
+            drop(lists);
+            if let Some(cg) = &cgroups {
+                if let Err(e) = cg.add_worker(worker_pid.as_raw() as u32) {
+                    crate::warning!("cannot move the worker into its cgroup: {e}");
+                }
+            }
+            // The helper owns the cgroups now: the worker's copy must not remove them.
+            if let Some(mut cg) = cgroups {
+                cg.disarm();
+            }
+            let test_syscall = test_trigger();
+            let sigfd = worker::signal_fd().map_err(|e| fail(1, format!("signalfd: {e}")))?;
+            let chan = Channel::new(wsock);
+            // janitor_write is never written: its closing at our exit is the message.
+            let keep = [
+                chan.raw_fd(),
+                inotify.as_raw_fd(),
+                sigfd_raw(&sigfd),
+                janitor_write.as_raw_fd(),
+            ];
+            sys::close_all_except(&keep)
+                .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
+            confine_worker(&cfg, chan.raw_fd())
+                .map_err(|e| fail(1, format!("cannot confine the worker: {e}")))?;
+            let w = Worker::new(WorkerSetup {
+                cfg,
+                client: Client::new(chan),
+                inotify,
+                helper: child,
+                sigfd,
+                test_syscall,
+            });
+            let code = w.run();
+            drop(janitor_write);
+            Ok(code)
+        }
+    }
+}
+
+fn sigfd_raw(s: &nix::sys::signalfd::SignalFd) -> i32 {
+    use std::os::fd::AsFd;
+    s.as_fd().as_raw_fd()
+}
+
+#[cfg(feature = "test-hooks")]
+fn test_trigger() -> Option<String> {
+    std::env::var("CLSYNC_TEST_WORKER_SYSCALL").ok()
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_trigger() -> Option<String> {
+    None
+}
+
+/// The worker's sandbox, in order: namespaces, bounding set, ids, capability sets, no_new_privs,
+/// not dumpable, landlock, then (last, after everything that needs a syscall the filter denies)
+/// the SIGSYS reporter and the seccomp allowlist.
+fn confine_worker(cfg: &Config, report_fd: i32) -> Result<(), String> {
+    namespaces::unshare_worker().map_err(|e| e.to_string())?;
+    caps::worker_drop_bounding().map_err(|e| e.to_string())?;
+    identity::drop_to(cfg.worker_uid, cfg.worker_gid).map_err(|e| e.to_string())?;
+    caps::worker_clear_all().map_err(|e| e.to_string())?;
+    caps::set_no_new_privs().map_err(|e| e.to_string())?;
+    caps::set_not_dumpable().map_err(|e| e.to_string())?;
+    match landlock::restrict_worker().map_err(|e| e.to_string())? {
+        landlock::LandlockStatus::FullyEnforced => crate::debug!(1, "landlock: fully enforced"),
+        other => crate::warning!("landlock is not fully enforced on this kernel ({other:?})"),
+    }
+    seccomp::install_sigsys_reporter(report_fd, protocol::violation_report)
+        .map_err(|e| e.to_string())?;
+    seccomp::install_worker().map_err(|e| e.to_string())?;
+    crate::log::audit(
+        "worker-sandbox",
+        crate::audit_fields![
+            "pid" => sys::getpid(),
+            "uid" => cfg.worker_uid,
+            "gid" => cfg.worker_gid,
+            "caps" => "none",
+            "namespaces" => "net,ipc,mnt,uts",
+            "no_new_privs" => 1,
+            "seccomp" => "allowlist",
+        ],
+    );
+    Ok(())
+}
+
+/// The helper's private lists directory (or the administrator's -L), created before the fork,
+/// owned by the helper's uid, never writable by the worker.
+fn lists_dir(cfg: &Config) -> Result<ListsDir, StartError> {
+    let (path, ours) = match &cfg.lists_dir {
+        Some(p) => {
+            if !p.exists() {
+                std::fs::create_dir_all(p).map_err(|e| {
+                    fail(2, format!("cannot create lists dir {}: {e}", p.display()))
+                })?;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| fail(2, format!("chmod lists dir {}: {e}", p.display())))?;
+            }
+            let md = std::fs::symlink_metadata(p)
+                .map_err(|e| fail(2, format!("lists dir {}: {e}", p.display())))?;
+            if !md.is_dir() {
+                return Err(fail(
+                    20,
+                    format!("lists dir {} is not a directory", p.display()),
+                ));
+            }
+            if md.mode() & 0o077 != 0 {
+                return Err(fail(
+                    13,
+                    format!(
+                        "lists dir {} is insecure: group or others have access (chmod 0700 it)",
+                        p.display()
+                    ),
+                ));
+            }
+            (p.clone(), false)
+        }
+        None => {
+            let tmp = std::env::var_os("TMPDIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            let p = nix::unistd::mkdtemp(&tmp.join("clsync-XXXXXX")).map_err(|e| {
+                fail(
+                    2,
+                    format!("cannot create a lists dir under {}: {e}", tmp.display()),
+                )
+            })?;
+            (p, true)
+        }
+    };
+    // Handler and helper share a uid by default; otherwise the handler reads through the group.
+    let (mode, group) = if cfg.handler_uid == cfg.helper_uid {
+        (0o700, cfg.helper_gid)
+    } else {
+        (0o2750, cfg.handler_gid)
+    };
+    chown(
+        &path,
+        Some(Uid::from_raw(cfg.helper_uid)),
+        Some(Gid::from_raw(group)),
+    )
+    .map_err(|e| fail(1, format!("chown lists dir {}: {e}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail(1, format!("chmod lists dir {}: {e}", path.display())))?;
+    let fd: OwnedFd = open(
+        &path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(2, format!("open lists dir {}: {e}", path.display())))?;
+    Ok(ListsDir { fd, path, ours })
+}

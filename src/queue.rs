@@ -1,0 +1,244 @@
+//! Aggregation: events become entries keyed by path in one of clsync's queues, merged on the way
+//! in (one hash operation per event), and leave as one batch per sync pass.
+//!
+//! * `instant` — the initial sync and rescans after a queue overflow: no delay;
+//! * `normal`  — ordinary files and directories, due `-t` seconds after its first entry;
+//! * `big`     — files larger than `-B` bytes, due `-T` seconds after its first entry.
+//!
+//! A pass may start only `-w` seconds after the previous one started. Excludes (paths the rules
+//! refuse to sync, found while walking) travel with the includes of the same pass.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueId {
+    Instant,
+    Normal,
+    Big,
+}
+
+#[derive(Default, Debug)]
+struct Queue {
+    /// path → recursive?
+    includes: HashMap<Vec<u8>, bool>,
+    excludes: HashSet<Vec<u8>>,
+    since: Option<Instant>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.includes.is_empty() && self.excludes.is_empty()
+    }
+    fn touch(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+}
+
+/// What one sync pass hands to the list builder.
+#[derive(Default, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub includes: Vec<(Vec<u8>, bool)>,
+    pub excludes: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.includes.is_empty() && self.excludes.is_empty()
+    }
+
+    /// Puts a failed batch back for a retry (into `instant`, ignoring nothing).
+    pub fn requeue(self, q: &mut Queues, now: Instant) {
+        for (p, r) in self.includes {
+            q.include(QueueId::Instant, p, r, now);
+        }
+        for p in self.excludes {
+            q.exclude(QueueId::Instant, p, now);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Delays {
+    pub sync: Duration,
+    pub collect: Duration,
+    pub bigfile: Duration,
+}
+
+#[derive(Debug)]
+pub struct Queues {
+    instant: Queue,
+    normal: Queue,
+    big: Queue,
+    delays: Delays,
+    last_pass: Option<Instant>,
+}
+
+impl Queues {
+    pub fn new(delays: Delays) -> Queues {
+        Queues {
+            instant: Queue::default(),
+            normal: Queue::default(),
+            big: Queue::default(),
+            delays,
+            last_pass: None,
+        }
+    }
+
+    fn q(&mut self, id: QueueId) -> &mut Queue {
+        match id {
+            QueueId::Instant => &mut self.instant,
+            QueueId::Normal => &mut self.normal,
+            QueueId::Big => &mut self.big,
+        }
+    }
+
+    pub fn include(&mut self, id: QueueId, path: Vec<u8>, recursive: bool, now: Instant) {
+        let q = self.q(id);
+        q.touch(now);
+        let r = q.includes.entry(path).or_insert(false);
+        *r |= recursive;
+    }
+
+    pub fn exclude(&mut self, id: QueueId, path: Vec<u8>, now: Instant) {
+        let q = self.q(id);
+        q.touch(now);
+        q.excludes.insert(path);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instant.is_empty() && self.normal.is_empty() && self.big.is_empty()
+    }
+
+    fn due_at(&self, id: QueueId) -> Option<Instant> {
+        let (q, d) = match id {
+            QueueId::Instant => (&self.instant, Duration::ZERO),
+            QueueId::Normal => (&self.normal, self.delays.collect),
+            QueueId::Big => (&self.big, self.delays.bigfile),
+        };
+        if q.is_empty() {
+            None
+        } else {
+            q.since.map(|s| s + d)
+        }
+    }
+
+    /// When the next pass may run (None: nothing queued). `ignore_delays` is for the final flush
+    /// and --exit-on-no-events.
+    pub fn next_pass(&self, ignore_delays: bool) -> Option<Instant> {
+        if self.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        if ignore_delays {
+            return Some(now);
+        }
+        let due = [QueueId::Instant, QueueId::Normal, QueueId::Big]
+            .into_iter()
+            .filter_map(|id| self.due_at(id))
+            .min()?;
+        let earliest = self.last_pass.map(|l| l + self.delays.sync).unwrap_or(due);
+        Some(due.max(earliest))
+    }
+
+    /// Takes every queue that is due (all of them with `ignore_delays`), merged into one batch:
+    /// a path in several queues is synced once. Records the pass time for `-w`.
+    pub fn take_due(&mut self, now: Instant, ignore_delays: bool) -> Batch {
+        if !ignore_delays {
+            if let Some(l) = self.last_pass {
+                if now < l + self.delays.sync {
+                    return Batch::default();
+                }
+            }
+        }
+        let ids: Vec<QueueId> = [QueueId::Instant, QueueId::Normal, QueueId::Big]
+            .into_iter()
+            .filter(|&id| self.due_at(id).is_some_and(|d| ignore_delays || d <= now))
+            .collect();
+        if ids.is_empty() {
+            return Batch::default();
+        }
+        let mut inc: HashMap<Vec<u8>, bool> = HashMap::new();
+        let mut exc: HashSet<Vec<u8>> = HashSet::new();
+        for id in ids {
+            let q = std::mem::take(self.q(id));
+            for (p, r) in q.includes {
+                *inc.entry(p).or_insert(false) |= r;
+            }
+            exc.extend(q.excludes);
+        }
+        // A path taken now leaves the queues that were not due, too (clsync merges them).
+        for id in [QueueId::Normal, QueueId::Big] {
+            let q = self.q(id);
+            if !q.includes.is_empty() {
+                for (p, r) in inc.iter_mut() {
+                    if let Some(rr) = q.includes.remove(p) {
+                        *r |= rr;
+                    }
+                }
+                if q.is_empty() {
+                    q.since = None;
+                }
+            }
+        }
+        self.last_pass = Some(now);
+        Batch {
+            includes: inc.into_iter().collect(),
+            excludes: exc.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delays(w: u64, t: u64, big: u64) -> Delays {
+        Delays {
+            sync: Duration::from_secs(w),
+            collect: Duration::from_secs(t),
+            bigfile: Duration::from_secs(big),
+        }
+    }
+
+    #[test]
+    fn small_files_wait_for_t_big_files_for_big_t() {
+        let t0 = Instant::now();
+        let mut q = Queues::new(delays(0, 1, 8));
+        q.include(QueueId::Normal, b"small".to_vec(), false, t0);
+        q.include(QueueId::Big, b"big".to_vec(), false, t0);
+        assert!(q.take_due(t0, false).is_empty());
+        let b = q.take_due(t0 + Duration::from_secs(1), false);
+        assert_eq!(b.includes, vec![(b"small".to_vec(), false)]);
+        assert!(q.take_due(t0 + Duration::from_secs(7), false).is_empty());
+        let b = q.take_due(t0 + Duration::from_secs(8), false);
+        assert_eq!(b.includes, vec![(b"big".to_vec(), false)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn duplicates_merge_and_recursive_wins() {
+        let t0 = Instant::now();
+        let mut q = Queues::new(delays(0, 0, 0));
+        for _ in 0..1000 {
+            q.include(QueueId::Normal, b"d".to_vec(), false, t0);
+        }
+        q.include(QueueId::Normal, b"d".to_vec(), true, t0);
+        q.include(QueueId::Big, b"d".to_vec(), false, t0);
+        let b = q.take_due(t0, false);
+        assert_eq!(b.includes, vec![(b"d".to_vec(), true)]);
+    }
+
+    #[test]
+    fn w_spaces_passes_and_flush_ignores_delays() {
+        let t0 = Instant::now();
+        let mut q = Queues::new(delays(5, 0, 0));
+        q.include(QueueId::Normal, b"a".to_vec(), false, t0);
+        assert!(!q.take_due(t0, false).is_empty());
+        q.include(QueueId::Normal, b"b".to_vec(), false, t0);
+        assert!(q.take_due(t0 + Duration::from_secs(4), false).is_empty());
+        assert!(q.next_pass(false).unwrap() >= t0 + Duration::from_secs(5));
+        assert!(!q.take_due(t0 + Duration::from_secs(4), true).is_empty());
+    }
+}

@@ -1,0 +1,160 @@
+//! The few raw syscalls the daemon needs that have no safe wrapper, each `unsafe` block with its
+//! `// SAFETY:` argument. Everything policy-related lives elsewhere and is `forbid(unsafe_code)`.
+//! (The confinement syscalls — capabilities, seccomp, landlock, cgroups — live in `sandbox`.)
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::{ForkResult, Pid};
+
+/// Takes ownership of an fd the kernel just installed for us (SCM_RIGHTS).
+pub fn adopt_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was returned by recvmsg's SCM_RIGHTS control message a moment ago: it is open,
+    // belongs to this process, and nothing else owns it yet.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Borrows one of the standard fds (0, 1, 2), which live for the whole process.
+pub fn std_fd(fd: RawFd) -> BorrowedFd<'static> {
+    debug_assert!((0..=2).contains(&fd));
+    // SAFETY: fds 0-2 are never closed by this program; at worst the borrow refers to a closed
+    // slot and the syscall made with it fails with EBADF.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// fork(2). Callers guarantee the process is single-threaded (the daemon never starts threads).
+pub fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the daemon is single-threaded at every fork (no thread is ever spawned), so the
+    // child cannot inherit a lock held by another thread; the child only does syscalls and
+    // simple allocations before exec or exit.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Ends the process at once without running destructors or flushing anything (child paths).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// inotify_init1(IN_CLOEXEC | IN_NONBLOCK).
+pub fn inotify_init() -> nix::Result<OwnedFd> {
+    // SAFETY: plain syscall with constant flags.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: inotify_init1 returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// inotify_add_watch(2). The path is `/proc/self/fd/N` of a directory the helper resolved.
+pub fn inotify_add_watch(ifd: &OwnedFd, path: &CStr, mask: u32) -> nix::Result<i32> {
+    // SAFETY: `path` is a valid NUL-terminated string, `ifd` an open inotify fd.
+    let wd = unsafe { libc::inotify_add_watch(ifd.as_raw_fd(), path.as_ptr(), mask) };
+    if wd < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(wd)
+    }
+}
+
+pub fn inotify_rm_watch(ifd: &OwnedFd, wd: i32) -> nix::Result<()> {
+    // SAFETY: plain syscall on an open inotify fd; a stale wd gives EINVAL.
+    let r = unsafe { libc::inotify_rm_watch(ifd.as_raw_fd(), wd) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Closes every fd >= `from` (close_range(2)); used by children right before exec.
+pub fn close_from(from: u32) -> nix::Result<()> {
+    // SAFETY: close_range only closes descriptors; callers have no live borrows of fds >= from
+    // that are used afterwards (they exec or exit next).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Closes every open fd not in `keep` (and above 2), by listing /proc/self/fd. Used once in each
+/// process right after the fork, so neither side holds what it does not need.
+pub fn close_all_except(keep: &[RawFd]) -> std::io::Result<()> {
+    let mut victims = Vec::new();
+    for ent in std::fs::read_dir("/proc/self/fd")? {
+        let ent = ent?;
+        if let Some(fd) = ent
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        {
+            if fd > 2 && !keep.contains(&fd) {
+                victims.push(fd);
+            }
+        }
+    }
+    for fd in victims {
+        // SAFETY: these fds are not owned by any live Rust object the caller will use again: the
+        // caller lists every fd it still owns in `keep`. (The read_dir fd is already closed here;
+        // closing it twice would only give EBADF, which is ignored.)
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+/// Current process id (cached nowhere: cheap syscall).
+pub fn getpid() -> Pid {
+    nix::unistd::getpid()
+}
+
+/// Resets every signal disposition and the signal mask to the defaults a freshly exec'd program
+/// expects (the Rust runtime ignores SIGPIPE; the event loops block signals for signalfd).
+pub fn reset_signals_for_exec() {
+    use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; this runs in a single-threaded
+        // child right before execve.
+        let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Test builds only (cargo feature `test-hooks`): makes the sandboxed worker attempt a syscall
+/// its seccomp policy forbids, so the integration tests can show the filter traps it.
+#[cfg(feature = "test-hooks")]
+pub fn test_attempt_syscall(which: &str, inotify: &OwnedFd) {
+    crate::warning!("test hook: attempting forbidden syscall {which}");
+    // SAFETY: each call passes valid constant arguments (or a valid NUL-terminated string); the
+    // expected outcome is SIGSYS from the seccomp filter, which ends the process.
+    unsafe {
+        match which {
+            "socket" => {
+                libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            }
+            "execve" => {
+                let prog = c"/bin/true".as_ptr();
+                let argv = [prog, std::ptr::null()];
+                let envp = [std::ptr::null()];
+                libc::execve(prog, argv.as_ptr(), envp.as_ptr());
+            }
+            "ptrace" => {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            }
+            "inotify_add_watch" => {
+                libc::inotify_add_watch(inotify.as_raw_fd(), c"/".as_ptr(), libc::IN_ALL_EVENTS);
+            }
+            other => crate::error!("test hook: unknown syscall {other}"),
+        }
+    }
+    crate::error!("test hook: forbidden syscall {which} was NOT trapped");
+}
+
+#[cfg(not(feature = "test-hooks"))]
+pub fn test_attempt_syscall(_which: &str, _inotify: &OwnedFd) {}

@@ -1,0 +1,777 @@
+//! The unprivileged worker's event loop. It owns the pipeline, as a chain of small stages:
+//!
+//! inotify bytes → [`monitor::inotify::events`] → [`Worker::on_event`] (watch tree upkeep, rules)
+//! → [`Queues`] (aggregation, delays) → [`Worker::start_pass`] (rsync lists in sealed memfds)
+//! → `Exec` at the helper → [`Worker::on_exit`] (exit codes, retries).
+//!
+//! Everything that needs privilege (listing directories, adding watches, stat, running the
+//! handler) is a request to the helper; the worker holds no capability and opens no path.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::handler::rsynclist::{ListFlags, RsyncLists};
+use crate::monitor::inotify::{events, RawEvent};
+use crate::monitor::tree::{NodeId, Tree, ROOT};
+use crate::privsep::client::{path_cost, Client, ClientError, BATCH_BYTES};
+use crate::privsep::policy::ExecPolicy;
+use crate::privsep::protocol::{
+    ExecEnv, ExitStatus, Kind, ListKind, RelPath, StatResult, Status, WatchResult,
+};
+use crate::queue::{Batch, Delays, QueueId, Queues};
+use crate::rules::{self, ObjKind, Rules};
+
+/// Exit status when the helper ended unexpectedly.
+pub const EXIT_HELPER_GONE: i32 = 70;
+/// Most directories per Watch/Scan batch (the byte budget usually binds first).
+const MAX_BATCH_DIRS: usize = 4096;
+
+/// Fds and facts the worker was handed by the spawn step.
+pub struct WorkerSetup {
+    pub cfg: Config,
+    pub client: Client,
+    pub inotify: OwnedFd,
+    pub helper: Pid,
+    pub sigfd: SignalFd,
+    /// The test-only trigger (cargo feature `test-hooks`), read before the sandbox closed.
+    pub test_syscall: Option<String>,
+}
+
+/// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
+pub fn signal_fd() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+    ] {
+        mask.add(sig);
+    }
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+struct Running {
+    job: u64,
+    batch: Batch,
+    initial: bool,
+}
+
+/// What a walk does with the directories it finds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WalkMode {
+    watch: bool,
+    /// Queue for the exclude lines the rules produce.
+    excludes: QueueId,
+    /// Compare with what the tree already holds and drop directories that are gone (rescan).
+    prune: bool,
+}
+
+pub struct Worker {
+    cfg: Config,
+    lists: Vec<ListKind>,
+    client: Client,
+    inotify: OwnedFd,
+    helper: Pid,
+    sigfd: SignalFd,
+    tree: Tree,
+    queues: Queues,
+    rules: Rules,
+    status: Status,
+    iteration: u64,
+    next_job: u64,
+    running: Option<Running>,
+    tries: u64,
+    retry_at: Option<Instant>,
+    initial_done: bool,
+    quitting: bool,
+    exit_code: Option<i32>,
+    buf: Vec<u8>,
+    test_syscall: Option<String>,
+}
+
+impl Worker {
+    pub fn new(s: WorkerSetup) -> Worker {
+        let delays = if s.cfg.exit_on_no_events {
+            Delays {
+                sync: Duration::ZERO,
+                collect: Duration::ZERO,
+                bigfile: Duration::ZERO,
+            }
+        } else {
+            Delays {
+                sync: Duration::from_secs(s.cfg.delay_sync),
+                collect: Duration::from_secs(s.cfg.delay_collect),
+                bigfile: Duration::from_secs(s.cfg.delay_bigfile),
+            }
+        };
+        let lists = ExecPolicy::from_config(&s.cfg).lists();
+        Worker {
+            rules: s.cfg.rules.clone(),
+            lists,
+            cfg: s.cfg,
+            client: s.client,
+            inotify: s.inotify,
+            helper: s.helper,
+            sigfd: s.sigfd,
+            tree: Tree::new(),
+            queues: Queues::new(delays),
+            status: Status::Initsync,
+            iteration: 0,
+            next_job: 1,
+            running: None,
+            tries: 0,
+            retry_at: None,
+            initial_done: false,
+            quitting: false,
+            exit_code: None,
+            // inotify needs room for at least one event with a maximal name.
+            buf: vec![0u8; 256 * 1024],
+            test_syscall: s.test_syscall,
+        }
+    }
+
+    /// Runs until the daemon should exit; returns the exit code.
+    pub fn run(mut self) -> i32 {
+        let code = match self.main() {
+            Ok(code) => code,
+            Err(ClientError::Refused(r)) => {
+                crate::error!("the helper refused a request and ended the session: {r}");
+                EXIT_HELPER_GONE
+            }
+            Err(e) => {
+                crate::error!("{e}");
+                self.helper_status();
+                EXIT_HELPER_GONE
+            }
+        };
+        let _ = self.client.shutdown();
+        code
+    }
+
+    fn helper_status(&self) {
+        match waitpid(self.helper, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => {
+                crate::error!("the privileged helper exited with status {c}")
+            }
+            Ok(WaitStatus::Signaled(_, s, _)) => {
+                crate::error!("the privileged helper was killed by {s}")
+            }
+            _ => {}
+        }
+    }
+
+    fn main(&mut self) -> Result<i32, ClientError> {
+        self.client.handshake()?;
+        let started = Instant::now();
+        let mode = WalkMode {
+            watch: !self.cfg.only_initialsync,
+            excludes: QueueId::Instant,
+            prune: false,
+        };
+        self.walk(vec![ROOT], mode)?;
+        crate::info!(
+            "watching {} directories ({} entries walked in {:.3}s)",
+            self.tree.watched(),
+            self.tree.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if self.cfg.skip_initialsync {
+            self.queues = Queues::new(self.delays());
+            self.mark_ready();
+        } else {
+            self.queues
+                .include(QueueId::Instant, Vec::new(), true, Instant::now());
+        }
+        loop {
+            if let Some(code) = self.exit_code {
+                return Ok(code);
+            }
+            let now = Instant::now();
+            if self.running.is_none() {
+                let ignore = self.quitting || self.cfg.exit_on_no_events;
+                let due = self
+                    .queues
+                    .next_pass(ignore)
+                    .map(|d| self.retry_at.map_or(d, |r| d.max(r)));
+                if due.is_some_and(|d| d <= now) {
+                    self.start_pass(ignore)?;
+                    continue;
+                }
+                if self.queues.is_empty() && self.initial_done {
+                    if self.quitting {
+                        return Ok(0);
+                    }
+                    if self.cfg.only_initialsync {
+                        return Ok(0);
+                    }
+                }
+            }
+            let timeout = match (
+                self.running.is_some(),
+                self.queues
+                    .next_pass(self.quitting || self.cfg.exit_on_no_events),
+            ) {
+                (false, Some(d)) => {
+                    let d = self.retry_at.map_or(d, |r| d.max(r));
+                    let ms = d
+                        .saturating_duration_since(now)
+                        .as_millis()
+                        .min(i32::MAX as u128) as i32;
+                    PollTimeout::try_from(ms.max(0)).unwrap_or(PollTimeout::MAX)
+                }
+                _ if self.cfg.exit_on_no_events && self.initial_done && self.running.is_none() => {
+                    PollTimeout::ZERO
+                }
+                _ => PollTimeout::NONE,
+            };
+            let (ino, chan, sig) = {
+                let mut fds = [
+                    PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.client.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        crate::error!("poll: {e}");
+                        return Ok(1);
+                    }
+                }
+                let r = |f: &PollFd| f.revents().map(|e| !e.is_empty()).unwrap_or(false);
+                (r(&fds[0]), r(&fds[1]), r(&fds[2]))
+            };
+            if sig {
+                self.on_signals();
+            }
+            if chan {
+                self.client.pump()?;
+            }
+            for (job, status) in self.client.take_exits() {
+                self.on_exit(job, status)?;
+            }
+            if ino {
+                self.read_events()?;
+            } else if timeout == PollTimeout::ZERO && !sig && !chan && self.queues.is_empty() {
+                // --exit-on-no-events: the first poll that finds nothing ends the daemon.
+                crate::info!("no events left: exiting (--exit-on-no-events)");
+                return Ok(0);
+            }
+        }
+    }
+
+    fn delays(&self) -> Delays {
+        Delays {
+            sync: Duration::from_secs(self.cfg.delay_sync),
+            collect: Duration::from_secs(self.cfg.delay_collect),
+            bigfile: Duration::from_secs(self.cfg.delay_bigfile),
+        }
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(si)) = self.sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(si.ssi_signo as i32) else {
+                continue;
+            };
+            match sig {
+                Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGALRM => {
+                    if !self.quitting {
+                        crate::info!("{sig}: syncing what is queued, then exiting");
+                    }
+                    self.quitting = true;
+                    self.status = Status::Terminating;
+                }
+                Signal::SIGCHLD => {
+                    if let Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
+                        waitpid(self.helper, Some(WaitPidFlag::WNOHANG))
+                    {
+                        crate::error!("the privileged helper ended unexpectedly ({st:?})");
+                        self.exit_code.get_or_insert(EXIT_HELPER_GONE);
+                    }
+                }
+                Signal::SIGUSR2 => {
+                    crate::info!("SIGUSR2: full re-sync queued");
+                    self.queues
+                        .include(QueueId::Instant, Vec::new(), true, Instant::now());
+                }
+                other => crate::debug!(1, "{other} ignored"),
+            }
+        }
+    }
+
+    fn mark_ready(&mut self) {
+        self.initial_done = true;
+        self.status = Status::Running;
+        crate::info!(
+            "ready: initial sync done, {} directories watched",
+            self.tree.watched()
+        );
+        if let Some(sc) = self.test_syscall.take() {
+            crate::sys::test_attempt_syscall(&sc, &self.inotify);
+        }
+    }
+
+    // ---- stage 1: walking (initial, new directories, rescans) ----
+
+    /// Watches and lists the directories in `start` and everything below them that the rules
+    /// let us walk, in batches: one Watch and one Scan request per batch of directories.
+    fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
+        let need_files = !self.rules.is_empty();
+        let mut todo: VecDeque<NodeId> = start.into();
+        while !todo.is_empty() {
+            let mut ids = Vec::new();
+            let mut paths = Vec::new();
+            let mut cost = 0;
+            while let Some(&id) = todo.front() {
+                if !self.tree.exists(id) {
+                    todo.pop_front();
+                    continue;
+                }
+                let p = self.tree.path(id);
+                cost += path_cost(&p);
+                if !ids.is_empty() && (cost > BATCH_BYTES || ids.len() >= MAX_BATCH_DIRS) {
+                    break;
+                }
+                todo.pop_front();
+                ids.push(id);
+                paths.push(p);
+            }
+            if mode.watch {
+                let results = self.client.watch(paths.clone())?;
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        WatchResult::Wd(wd) => {
+                            self.tree.set_wd(ids[i], wd);
+                        }
+                        WatchResult::Errno(e) => self.watch_failed(ids[i], &paths[i], e),
+                    }
+                }
+            }
+            let mut found: Vec<(usize, Vec<crate::privsep::protocol::Entry>)> = Vec::new();
+            self.client
+                .scan(paths.clone(), need_files, false, |i, entries, errno| {
+                    if errno != 0 && errno != libc::ENOENT && errno != libc::ENOTDIR {
+                        crate::warning!("cannot list {:?}: {}", paths[i], Errno::from_raw(errno));
+                    }
+                    found.push((i, entries));
+                })?;
+            let mut seen: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+            for (i, entries) in found {
+                let id = ids[i];
+                for e in entries {
+                    let rel = || paths[i].join(&e.name);
+                    if e.kind == Kind::Dir {
+                        let perm = if self.rules.is_empty() {
+                            rules::ALL
+                        } else {
+                            self.rules.perm(
+                                rel().as_bytes(),
+                                ObjKind::Dir,
+                                rules::WALK | rules::SYNC,
+                            )
+                        };
+                        if perm & rules::SYNC == 0 {
+                            self.queues.exclude(mode.excludes, rel().0, Instant::now());
+                        }
+                        if perm & rules::WALK != 0 {
+                            if mode.prune {
+                                seen.entry(i).or_default().push(e.name.clone());
+                            }
+                            let known = self.tree.child(id, &e.name);
+                            if let Some(child) = known.or_else(|| self.tree.add(id, &e.name)) {
+                                todo.push_back(child);
+                            }
+                        }
+                    } else if need_files {
+                        // As in clsync's initial walk, every non-directory counts as a file.
+                        if self
+                            .rules
+                            .perm(rel().as_bytes(), ObjKind::File, rules::SYNC)
+                            & rules::SYNC
+                            == 0
+                        {
+                            self.queues.exclude(mode.excludes, rel().0, Instant::now());
+                        }
+                    }
+                }
+            }
+            if mode.prune {
+                for (i, &id) in ids.iter().enumerate() {
+                    let names = seen.remove(&i).unwrap_or_default();
+                    for child in self.tree.children(id) {
+                        let gone = {
+                            let p = self.tree.path(child);
+                            let name = p
+                                .as_bytes()
+                                .rsplit(|&b| b == b'/')
+                                .next()
+                                .unwrap_or(b"")
+                                .to_vec();
+                            !names.contains(&name)
+                        };
+                        if gone {
+                            let wds = self.tree.remove(child);
+                            self.client.unwatch(wds)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn watch_failed(&mut self, id: NodeId, path: &RelPath, errno: i32) {
+        let e = Errno::from_raw(errno);
+        match e {
+            // Gone or replaced meanwhile: its delete/move event is on the way.
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV => {
+                if id != ROOT {
+                    self.tree.remove(id);
+                }
+            }
+            Errno::ENOSPC => crate::error!(
+                "cannot watch {path:?}: the inotify watch limit is reached (raise fs.inotify.max_user_watches); changes below it are not seen until a rescan"
+            ),
+            e => crate::error!("cannot watch {path:?}: {e}"),
+        }
+    }
+
+    // ---- stage 2: events ----
+
+    fn read_events(&mut self) -> Result<(), ClientError> {
+        let mut overflow = false;
+        let mut new_dirs: Vec<NodeId> = Vec::new();
+        let mut to_stat: Vec<RelPath> = Vec::new();
+        let mut moves: HashMap<u32, (NodeId, bool)> = HashMap::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let n = match nix::unistd::read(&self.inotify, &mut buf) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::error!("reading inotify events: {e}");
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            for ev in events(&buf[..n]) {
+                if ev.has(libc::IN_Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                self.on_event(&ev, &mut new_dirs, &mut to_stat, &mut moves);
+            }
+        }
+        self.buf = buf;
+        // A directory moved away whose other half never came was moved out of the tree.
+        for (_, (id, _)) in moves {
+            if self.tree.exists(id) {
+                let wds = self.tree.remove(id);
+                self.client.unwatch(wds)?;
+            }
+        }
+        self.classify_files(to_stat)?;
+        if !new_dirs.is_empty() {
+            let mode = WalkMode {
+                watch: true,
+                excludes: QueueId::Normal,
+                prune: false,
+            };
+            self.walk(new_dirs, mode)?;
+        }
+        if overflow {
+            crate::warning!(
+                "inotify queue overflow: rescanning the whole tree and syncing what differs"
+            );
+            let mode = WalkMode {
+                watch: true,
+                excludes: QueueId::Instant,
+                prune: true,
+            };
+            self.walk(vec![ROOT], mode)?;
+            self.queues
+                .include(QueueId::Instant, Vec::new(), true, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        ev: &RawEvent<'_>,
+        new_dirs: &mut Vec<NodeId>,
+        to_stat: &mut Vec<RelPath>,
+        moves: &mut HashMap<u32, (NodeId, bool)>,
+    ) {
+        let Some(node) = self.tree.by_wd(ev.wd) else {
+            return;
+        };
+        if ev.has(libc::IN_IGNORED) {
+            self.tree.forget_wd(ev.wd);
+            return;
+        }
+        let now = Instant::now();
+        if ev.name.is_empty() {
+            if node == ROOT && ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) {
+                crate::error!("the watch dir was deleted or moved away: exiting");
+                self.exit_code.get_or_insert(1);
+            } else if ev.has(libc::IN_ATTRIB) {
+                self.queues
+                    .include(QueueId::Normal, self.tree.path(node).0, false, now);
+            }
+            return;
+        }
+        let path = self.tree.child_path(node, ev.name);
+        if ev.is_dir() {
+            let perm = if self.rules.is_empty() {
+                rules::ALL
+            } else {
+                self.rules.perm(path.as_bytes(), ObjKind::Dir, rules::ALL)
+            };
+            if ev.has(libc::IN_MOVED_FROM) {
+                // Until its pair arrives, the old name is gone: sync it recursively (deletes).
+                self.queues
+                    .include(QueueId::Normal, path.0.clone(), true, now);
+                if let Some(child) = self.tree.child(node, ev.name) {
+                    moves.insert(ev.cookie, (child, true));
+                }
+            } else if ev.has(libc::IN_MOVED_TO) && moves.contains_key(&ev.cookie) {
+                let (child, _) = moves.remove(&ev.cookie).unwrap_or((ROOT, false));
+                let dropped = self.tree.rename(child, node, ev.name);
+                if !dropped.is_empty() {
+                    let _ = self.client.unwatch(dropped);
+                }
+                if perm & rules::SYNC != 0 {
+                    self.queues.include(QueueId::Normal, path.0, true, now);
+                } else {
+                    self.queues.exclude(QueueId::Normal, path.0, now);
+                }
+            } else if ev.has(libc::IN_CREATE | libc::IN_MOVED_TO) {
+                if perm & rules::SYNC != 0 {
+                    self.queues.include(QueueId::Normal, path.0, true, now);
+                } else {
+                    self.queues.exclude(QueueId::Normal, path.0, now);
+                }
+                if perm & (rules::MONITOR | rules::WALK) != 0 {
+                    if let Some(child) = self.tree.add(node, ev.name) {
+                        new_dirs.push(child);
+                    }
+                }
+            } else if ev.has(libc::IN_DELETE) {
+                if let Some(child) = self.tree.child(node, ev.name) {
+                    let wds = self.tree.remove(child);
+                    drop(wds); // the kernel drops them itself (IN_IGNORED follows)
+                }
+                self.queues.include(QueueId::Normal, path.0, true, now);
+            } else if ev.has(libc::IN_ATTRIB) && perm & rules::SYNC != 0 {
+                self.queues.include(QueueId::Normal, path.0, false, now);
+            }
+            return;
+        }
+        if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
+            // Gone: no type to check; a deleted path is always synced so the copy follows.
+            self.queues.include(QueueId::Normal, path.0, false, now);
+        } else {
+            to_stat.push(path);
+        }
+    }
+
+    /// Sorts changed files into the ordinary or the big-file queue by size, after the rules.
+    fn classify_files(&mut self, mut paths: Vec<RelPath>) -> Result<(), ClientError> {
+        paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        paths.dedup();
+        while !paths.is_empty() {
+            let mut cost = 0;
+            let mut take = 0;
+            for p in &paths {
+                cost += path_cost(p);
+                if take > 0 && cost > BATCH_BYTES {
+                    break;
+                }
+                take += 1;
+            }
+            let rest = paths.split_off(take);
+            let results = self.client.stat(paths.clone())?;
+            let now = Instant::now();
+            for (p, r) in paths.into_iter().zip(results) {
+                let (kind, size) = match r {
+                    StatResult::Found { kind, size } => (kind, size),
+                    // Vanished since the event: sync it anyway (the copy must lose it too).
+                    StatResult::Errno(_) => (Kind::File, 0),
+                };
+                let okind = match kind {
+                    Kind::File => ObjKind::File,
+                    Kind::Dir => ObjKind::Dir,
+                    _ => ObjKind::Other,
+                };
+                if !self.rules.is_empty()
+                    && self.rules.perm(p.as_bytes(), okind, rules::SYNC) & rules::SYNC == 0
+                {
+                    continue;
+                }
+                let q = if size > self.cfg.threshold_bigfile {
+                    QueueId::Big
+                } else {
+                    QueueId::Normal
+                };
+                self.queues.include(q, p.0, false, now);
+            }
+            paths = rest;
+        }
+        Ok(())
+    }
+
+    // ---- stage 3: sync passes ----
+
+    fn start_pass(&mut self, ignore_delays: bool) -> Result<(), ClientError> {
+        let batch = self.queues.take_due(Instant::now(), ignore_delays);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let initial = !self.initial_done;
+        let mut lists = RsyncLists::new();
+        for (p, rec) in &batch.includes {
+            lists.add_include(
+                p,
+                if *rec {
+                    ListFlags::RECURSIVE
+                } else {
+                    ListFlags::NONE
+                },
+            );
+        }
+        for p in &batch.excludes {
+            lists.add_exclude(p);
+        }
+        let mut fds = Vec::new();
+        for kind in self.lists.clone() {
+            let fd = sealed_list(kind, &lists).map_err(|e| {
+                crate::error!("cannot build a list file: {e}");
+                ClientError::Unexpected("list building failed")
+            })?;
+            fds.push((kind, fd));
+        }
+        self.iteration += 1;
+        let job = self.next_job;
+        self.next_job += 1;
+        let env = ExecEnv {
+            status: self.status,
+            iteration: self.iteration,
+        };
+        crate::debug!(
+            1,
+            "sync pass {job}: {} includes, {} excludes",
+            lists.include_len(),
+            lists.exclude_len()
+        );
+        self.client.exec(job, fds, env)?;
+        self.running = Some(Running {
+            job,
+            batch,
+            initial,
+        });
+        Ok(())
+    }
+
+    fn on_exit(&mut self, job: u64, status: ExitStatus) -> Result<(), ClientError> {
+        let Some(run) = self.running.take_if(|r| r.job == job) else {
+            return Ok(());
+        };
+        let code = match status {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        };
+        if self.cfg.exit_ok(code) {
+            self.tries = 0;
+            self.retry_at = None;
+            if run.initial {
+                self.mark_ready();
+            } else if self.status == Status::SynchandlerError {
+                self.status = Status::Running;
+            }
+            if self.cfg.only_initialsync && run.initial {
+                self.queues = Queues::new(self.delays());
+                self.exit_code.get_or_insert(0);
+            }
+            if self.cfg.max_iterations > 0 && self.iteration >= self.cfg.max_iterations {
+                crate::info!(
+                    "--max-iterations {} reached: exiting",
+                    self.cfg.max_iterations
+                );
+                self.exit_code.get_or_insert(0);
+            }
+            return Ok(());
+        }
+        self.tries += 1;
+        let retries = self.cfg.retries;
+        if retries == 0 || self.tries < retries {
+            // Back off: -w, doubling per failed try, at most 60 s, never a busy loop.
+            let base = self.cfg.delay_sync.max(1);
+            let wait = (base << (self.tries - 1).min(6)).min(60);
+            crate::warning!(
+                "sync handler failed with exit code {code} (try {}): retrying in {wait}s",
+                self.tries
+            );
+            self.status = Status::SynchandlerError;
+            self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
+            run.batch.requeue(&mut self.queues, Instant::now());
+            if run.initial {
+                self.initial_done = false;
+            }
+            return Ok(());
+        }
+        crate::error!(
+            "sync handler failed with exit code {code} after {} tries: exiting",
+            self.tries
+        );
+        self.exit_code.get_or_insert(code);
+        Ok(())
+    }
+}
+
+/// Writes one list into a memfd and seals it against any further change.
+fn sealed_list(kind: ListKind, lists: &RsyncLists) -> std::io::Result<OwnedFd> {
+    let name = if kind == ListKind::Include {
+        "clsync-list"
+    } else {
+        "clsync-exclist"
+    };
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut f = std::fs::File::from(fd);
+    {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut f);
+        match kind {
+            ListKind::Include => lists.write_include(&mut w)?,
+            ListKind::Exclude => lists.write_exclude(&mut w)?,
+        }
+        w.flush()?;
+    }
+    let fd = OwnedFd::from(f);
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(fd)
+}
