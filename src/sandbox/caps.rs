@@ -122,9 +122,9 @@ pub fn handler_child_caps(handler_caps: &[Capability]) -> Result<()> {
             )
         };
         if rc != 0 {
-            return Err(SandboxError::last(format!(
-                "prctl(PR_CAP_AMBIENT_RAISE, {cap})"
-            )));
+            return Err(SandboxError::last_os(|| {
+                format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})")
+            }));
         }
     }
     verify_sets("handler capabilities", 0, handler, handler, handler)
@@ -184,14 +184,14 @@ fn set_securebits(bits: libc::c_int) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0, 0, 0) };
     if rc != 0 {
-        return Err(SandboxError::last(format!(
-            "prctl(PR_SET_SECUREBITS, {bits:#x})"
-        )));
+        return Err(SandboxError::last_os(|| {
+            format!("prctl(PR_SET_SECUREBITS, {bits:#x})")
+        }));
     }
     // SAFETY: prctl with integer arguments only.
     let got = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
     if got < 0 {
-        return Err(SandboxError::last("prctl(PR_GET_SECUREBITS)"));
+        return Err(SandboxError::last_os(|| "prctl(PR_GET_SECUREBITS)".into()));
     }
     if got & bits != bits {
         return Err(SandboxError::Verify {
@@ -210,7 +210,9 @@ fn bounding_has(i: u32) -> Result<Option<bool>> {
         0 => Ok(Some(false)),
         1 => Ok(Some(true)),
         _ if Errno::last() == Errno::EINVAL => Ok(None),
-        _ => Err(SandboxError::last(format!("prctl(PR_CAPBSET_READ, {i})"))),
+        _ => Err(SandboxError::last_os(|| {
+            format!("prctl(PR_CAPBSET_READ, {i})")
+        })),
     }
 }
 
@@ -243,9 +245,9 @@ fn bounding_keep_only(keep: u64) -> Result<()> {
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, i as libc::c_ulong, 0, 0, 0) };
         if rc != 0 {
-            return Err(SandboxError::last(format!(
-                "prctl(PR_CAPBSET_DROP, {i}) (drop from the bounding set)"
-            )));
+            return Err(SandboxError::last_os(|| {
+                format!("prctl(PR_CAPBSET_DROP, {i}) (drop from the bounding set)")
+            }));
         }
     }
     let left = bounding_mask()?;
@@ -270,7 +272,9 @@ fn ambient_clear() -> Result<()> {
         )
     };
     if rc != 0 {
-        return Err(SandboxError::last("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+        return Err(SandboxError::last_os(|| {
+            "prctl(PR_CAP_AMBIENT_CLEAR_ALL)".into()
+        }));
     }
     Ok(())
 }
@@ -292,9 +296,9 @@ fn ambient_mask() -> Result<u64> {
             0 => {}
             1 => m |= 1u64 << i,
             _ => {
-                return Err(SandboxError::last(format!(
-                    "prctl(PR_CAP_AMBIENT_IS_SET, {i})"
-                )))
+                return Err(SandboxError::last_os(|| {
+                    format!("prctl(PR_CAP_AMBIENT_IS_SET, {i})")
+                }))
             }
         }
     }
@@ -335,7 +339,7 @@ fn get_sets() -> Result<(u64, u64, u64)> {
         )
     };
     if rc != 0 {
-        return Err(SandboxError::last("capget"));
+        return Err(SandboxError::last_os(|| "capget".into()));
     }
     let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
     Ok((
@@ -366,9 +370,9 @@ fn set_exact(eff: u64, prm: u64, inh: u64) -> Result<()> {
     // SAFETY: header and a two-element data array of the layout capset(2) expects for version 3.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
     if rc != 0 {
-        return Err(SandboxError::last(format!(
-            "capset(effective={eff:#x}, permitted={prm:#x}, inheritable={inh:#x})"
-        )));
+        return Err(SandboxError::last_os(|| {
+            format!("capset(effective={eff:#x}, permitted={prm:#x}, inheritable={inh:#x})")
+        }));
     }
     Ok(())
 }

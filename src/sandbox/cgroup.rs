@@ -316,13 +316,29 @@ impl DaemonCgroups {
         match std::fs::create_dir(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Only a group nobody uses is replaced: look at every level before removing
+                // anything, so a live daemon with the same name keeps its (empty) handlers.
+                let in_use = ["handlers", "worker", ""]
+                    .iter()
+                    .map(|sub| read_pids(&dir.join(sub).join("cgroup.procs")).len())
+                    .sum::<usize>();
+                let busy = || {
+                    SandboxError::Cgroup(format!(
+                        "{} already exists and is in use: is another clsync with the same \
+                         cgroup name running?",
+                        dir.display()
+                    ))
+                };
+                if in_use != 0 {
+                    return Err(busy());
+                }
                 for sub in ["handlers", "worker"] {
                     let _ = std::fs::remove_dir(dir.join(sub));
                 }
                 std::fs::remove_dir(dir).map_err(|e| {
                     SandboxError::Cgroup(format!(
-                        "{} already exists and cannot be removed ({}): is another clsync with \
-                         the same cgroup name running?",
+                        "{} already exists (stale from an earlier run?) and cannot be removed: \
+                         {}",
                         dir.display(),
                         io_errno(&e)
                     ))
@@ -356,10 +372,9 @@ impl DaemonCgroups {
             // SAFETY: `p` is a valid NUL-terminated path.
             let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
             if fd < 0 {
-                return Err(SandboxError::last(format!(
-                    "opening {}",
-                    p.to_string_lossy()
-                )));
+                return Err(SandboxError::last_os(|| {
+                    format!("opening {}", p.to_string_lossy())
+                }));
             }
             // "0" means the writing process itself, in v1 and v2.
             // SAFETY: writing one byte from a static buffer to the descriptor opened above.
@@ -418,8 +433,9 @@ impl DaemonCgroups {
             }
             if Instant::now() >= deadline {
                 return Err(SandboxError::Cgroup(format!(
-                    "handlers still running after SIGKILL for 1 s (pids {left:?}); are they \
-                     zombies not yet reaped by their parent?"
+                    "handlers still running 1 s after SIGKILL (pids {left:?}); a process in \
+                     uninterruptible sleep (D state, e.g. a hung network filesystem) cannot \
+                     die until its I/O ends"
                 )));
             }
             for pid in left {
@@ -693,10 +709,10 @@ mod tests {
         assert!(hc.contains(&format!("pids:/{name}/handlers")), "{hc}");
         assert!(hc.contains(&format!("{name}/handlers")), "{hc}");
 
-        // Kill the handlers; reap to let the group empty.
-        let reaper = std::thread::spawn(move || waitpid(h, None));
+        // Kill the handlers. Not yet reaped (zombies leave cgroup.procs), as in the
+        // single-threaded helper, which reaps later in its event loop.
         cg.kill_all_handlers().unwrap();
-        let st = reaper.join().unwrap().unwrap();
+        let st = waitpid(h, None).unwrap();
         assert_eq!(signaled(&st), Some(Signal::SIGKILL));
         kill(w, Signal::SIGKILL).unwrap();
         waitpid(w, None).unwrap();
@@ -738,6 +754,31 @@ mod tests {
         for p in &paths {
             assert!(!p.exists(), "{} left behind", p.display());
         }
+    }
+
+    #[test]
+    fn stale_group_is_replaced_but_a_live_one_is_not() {
+        let name = unique("stale");
+        let (mut first, _) =
+            DaemonCgroups::create(&name, Limits::default(), Limits::default()).unwrap();
+        // As if the daemon had crashed: the (empty) groups stay behind.
+        first.disarm();
+        drop(first);
+        let (second, _) =
+            DaemonCgroups::create(&name, Limits::default(), Limits::default()).unwrap();
+        let (w, _) = parked_child(|| true);
+        second.add_worker(w.as_raw() as u32).unwrap();
+        let err = DaemonCgroups::create(&name, Limits::default(), Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in use"), "{err}");
+        // The live daemon's groups are untouched.
+        for p in second.handlers_paths() {
+            assert!(p.exists(), "{} was removed", p.display());
+        }
+        kill(w, Signal::SIGKILL).unwrap();
+        waitpid(w, None).unwrap();
+        second.remove().unwrap();
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn verify_ids(uid: u32, gid: u32) -> Result<()> {
     // SAFETY: a zero size with a null list only queries the number of supplementary groups.
     let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
     if n < 0 {
-        return Err(SandboxError::last("getgroups"));
+        return Err(SandboxError::last_os(|| "getgroups".into()));
     }
     if n != 0 {
         return Err(SandboxError::Verify {

@@ -56,11 +56,13 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
-    /// A failed syscall, with `errno` taken from the current thread's errno.
-    pub(crate) fn last(step: impl Into<String>) -> Self {
+    /// A failed syscall, with `errno` taken from the current thread's errno *before* the step
+    /// description is built (building it allocates, and the allocator may change errno).
+    pub(crate) fn last_os(step: impl FnOnce() -> String) -> Self {
+        let errno = Errno::last();
         SandboxError::Syscall {
-            step: step.into(),
-            errno: Errno::last(),
+            step: step(),
+            errno,
         }
     }
 
@@ -122,3 +124,130 @@ impl fmt::Display for SandboxError {
 }
 
 impl std::error::Error for SandboxError {}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    fn report(nr: i32, buf: &mut [u8; 64]) -> usize {
+        buf[..4].copy_from_slice(&nr.to_le_bytes());
+        4
+    }
+
+    /// The worker's whole sequence, in the order the daemon applies it, checked from inside:
+    /// ids, every capability set empty, no_new_privs, seccomp filter mode, own network
+    /// namespace, landlock enforced, and a forbidden syscall reported and fatal.
+    #[test]
+    fn worker_sequence_end_to_end() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let host_net = nix::fcntl::readlink("/proc/self/ns/net").unwrap();
+        let host_net = host_net.as_encoded_bytes();
+        let filter = seccomp::worker_filter(1).unwrap();
+        let out = in_child(|fd| {
+            if namespaces::unshare_worker().is_err() {
+                return 2;
+            }
+            if caps::worker_drop_bounding().is_err() {
+                return 3;
+            }
+            if identity::drop_to(64800, 64801).is_err() {
+                return 4;
+            }
+            if caps::worker_clear_all().is_err() || caps::set_no_new_privs().is_err() {
+                return 5;
+            }
+            if caps::set_not_dumpable().is_err() {
+                return 6;
+            }
+            // Opened before landlock; /proc/<pid>/status is generated at the first read.
+            let status = child_open(c"/proc/self/status");
+            let mut net = [0u8; 64];
+            // SAFETY: a NUL-terminated path and a live stack buffer of the given length.
+            let n = unsafe {
+                libc::readlink(c"/proc/self/ns/net".as_ptr(), net.as_mut_ptr().cast(), 64)
+            };
+            if status < 0 || n <= 0 || &net[..n as usize] == host_net {
+                return 7;
+            }
+            if !matches!(
+                landlock::restrict_worker(),
+                Ok(landlock::LandlockStatus::FullyEnforced)
+            ) {
+                return 8;
+            }
+            if seccomp::install_sigsys_reporter(b.as_raw_fd(), report).is_err() {
+                return 9;
+            }
+            if seccomp::apply(&filter).is_err() {
+                return 10;
+            }
+            if !child_copy_fd(status, fd) {
+                return 11;
+            }
+            // SAFETY: socket() with integer arguments; expected to trap.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            12
+        });
+        assert_eq!(
+            testutil::exited(&out.status),
+            Some(seccomp::EXIT_SECCOMP_VIOLATION),
+            "{:?} {}",
+            out.status,
+            out.text()
+        );
+        let s = out.text();
+        assert_eq!(
+            status_field(&s, "Uid"),
+            Some("64800\t64800\t64800\t64800"),
+            "{s}"
+        );
+        assert_eq!(status_field(&s, "Gid"), Some("64801\t64801\t64801\t64801"));
+        assert_eq!(status_field(&s, "Groups"), Some(""));
+        for f in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(status_field(&s, f), Some("0000000000000000"), "{f}");
+        }
+        assert_eq!(status_field(&s, "NoNewPrivs"), Some("1"));
+        assert_eq!(status_field(&s, "Seccomp"), Some("2"));
+        drop(b);
+        let mut buf = [0u8; 8];
+        let n = nix::sys::socket::recv(
+            a.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
+            libc::SYS_socket as i32
+        );
+    }
+
+    #[test]
+    fn error_messages_name_step_and_errno() {
+        let e = SandboxError::sys("setresuid(1, 1, 1)", Errno::EPERM);
+        assert_eq!(
+            e.to_string(),
+            "sandbox: setresuid(1, 1, 1) failed: EPERM: Operation not permitted \
+             (this step needs root or the matching capability)"
+        );
+        let e = SandboxError::path(
+            "creating cgroup",
+            "/sys/fs/cgroup/x",
+            &std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(
+            e.to_string(),
+            "sandbox: creating cgroup /sys/fs/cgroup/x failed: EACCES: Permission denied"
+        );
+    }
+}
