@@ -10,6 +10,19 @@
 //!
 //! Every fallible step returns [`SandboxError`], whose message names the step and the errno so
 //! an administrator can act on it. No function in this layer panics on an error path.
+//!
+//! The order the callers apply the layers in (each step needs what the previous ones left):
+//! - worker (single-threaded, still root): [`namespaces::unshare_worker`], the root parent moves
+//!   it with [`cgroup::DaemonCgroups::add_worker`], [`caps::worker_drop_bounding`],
+//!   [`identity::drop_to`], [`caps::worker_clear_all`], [`caps::set_no_new_privs`],
+//!   [`caps::set_not_dumpable`], [`landlock::restrict_worker`] (log its status),
+//!   [`seccomp::install_sigsys_reporter`], [`seccomp::install_worker`] last;
+//! - helper (full root): [`caps::helper_drop`], then [`caps::set_pdeathsig`] and a `getppid()`
+//!   check, then [`seccomp::install_helper`] (inherited by every handler);
+//! - handler child of the helper, between fork and exec: `setpgid`,
+//!   [`cgroup::DaemonCgroups::enter_handlers_self`] (as the privileged uid), [`identity::drop_to`]
+//!   (the handler's ids), [`caps::handler_child_caps`] (drops the helper's effective set, so it
+//!   is the last privileged step), [`caps::set_pdeathsig`], exec.
 
 pub mod caps;
 pub mod cgroup;
