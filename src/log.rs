@@ -114,6 +114,12 @@ macro_rules! info { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info
 #[macro_export]
 macro_rules! debug { ($n:expr, $($t:tt)*) => { $crate::log::write($crate::log::Level::Debug($n), format_args!($($t)*)) } }
 
+/// `audit_fields!["key" => value, …]` builds the field list of [`audit`].
+#[macro_export]
+macro_rules! audit_fields {
+    ($($k:expr => $v:expr),* $(,)?) => { &[$(($k, &$v as &dyn std::fmt::Display)),*] };
+}
+
 #[cfg(test)]
 mod tests {
     use super::quote;
@@ -126,10 +132,4 @@ mod tests {
         assert_eq!(quote("new\nline"), "\"new\\x0aline\"");
         assert_eq!(quote(""), "\"\"");
     }
-}
-
-/// `audit_fields!["key" => value, …]` builds the field list of [`audit`].
-#[macro_export]
-macro_rules! audit_fields {
-    ($($k:expr => $v:expr),* $(,)?) => { &[$(($k, &$v as &dyn std::fmt::Display)),*] };
 }

@@ -308,7 +308,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
         return Err(ProtoError::TooLarge);
     }
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+        Ok((msg, [])) => Ok(msg),
         Ok((_, rest)) => Err(ProtoError::Malformed(format!(
             "{} trailing bytes",
             rest.len()
