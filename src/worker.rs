@@ -36,8 +36,8 @@ use crate::rules::{self, ObjKind, Rules};
 
 /// Exit status when the helper ended unexpectedly.
 pub const EXIT_HELPER_GONE: i32 = 70;
-/// Most directories per Watch/Scan batch (the byte budget usually binds first).
-const MAX_BATCH_DIRS: usize = 4096;
+/// Most paths per Watch/Scan/Stat batch (the byte budget usually binds first).
+const MAX_BATCH_DIRS: usize = crate::privsep::protocol::MAX_BATCH;
 
 /// Fds and facts the worker was handed by the spawn step.
 pub struct WorkerSetup {
@@ -606,7 +606,8 @@ impl Worker {
             let mut take = 0;
             for p in &paths {
                 cost += path_cost(p);
-                if take > 0 && cost > BATCH_BYTES {
+                // Both the request and the reply (≤ 12 bytes per result) must fit a datagram.
+                if take > 0 && (cost > BATCH_BYTES || take >= MAX_BATCH_DIRS) {
                     break;
                 }
                 take += 1;

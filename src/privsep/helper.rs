@@ -30,7 +30,7 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 use crate::privsep::policy::{Arg, ExecPolicy};
 use crate::privsep::protocol::{
     Channel, Entry, ExecEnv, ExitStatus, Kind, ListKind, ProtoError, RelPath, Reply, Request,
-    StatResult, WatchResult, MAX_DATAGRAM, VERSION,
+    StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
 };
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
@@ -804,6 +804,12 @@ fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) 
 }
 
 fn check_paths(paths: &[RelPath]) -> Result<(), String> {
+    if paths.len() > MAX_BATCH {
+        return Err(format!(
+            "a batch of {} paths (at most {MAX_BATCH})",
+            paths.len()
+        ));
+    }
     for p in paths {
         p.validate().map_err(|e| format!("{e}: {p:?}"))?;
     }

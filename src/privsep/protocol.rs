@@ -26,6 +26,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 pub const VERSION: u32 = 1;
 /// Hard cap on one datagram. Socket buffers are raised to hold a few of these.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
+/// Most paths in one batched request (Watch, Stat): their replies must fit a datagram too.
+pub const MAX_BATCH: usize = 4096;
 /// Most fds one message may carry (an include and an exclude list).
 pub const MAX_FDS: usize = 2;
 
@@ -551,6 +553,24 @@ mod tests {
         // Variant 1 (Watch), then a sequence length of u32::MAX as a varint, then nothing.
         let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(decode::<Request>(&bytes).is_err());
+    }
+
+    #[test]
+    fn worst_case_batch_replies_fit_a_datagram() {
+        let w = Reply::Watched {
+            results: vec![WatchResult::Errno(i32::MIN); MAX_BATCH],
+        };
+        assert!(encode(&w).is_ok());
+        let s = Reply::Stats {
+            results: vec![
+                StatResult::Found {
+                    kind: Kind::Other,
+                    size: u64::MAX
+                };
+                MAX_BATCH
+            ],
+        };
+        assert!(encode(&s).is_ok());
     }
 
     #[test]
