@@ -46,8 +46,9 @@ pub struct WorkerSetup {
     pub inotify: OwnedFd,
     pub helper: Pid,
     pub sigfd: SignalFd,
-    /// The test-only trigger (cargo feature `test-hooks`), read before the sandbox closed.
+    /// The test-only triggers (cargo feature `test-hooks`), read before the sandbox closed.
     pub test_syscall: Option<String>,
+    pub test_forge: Option<String>,
 }
 
 /// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
@@ -106,6 +107,8 @@ pub struct Worker {
     exit_code: Option<i32>,
     buf: Vec<u8>,
     test_syscall: Option<String>,
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    test_forge: Option<String>,
 }
 
 impl Worker {
@@ -146,6 +149,7 @@ impl Worker {
             // inotify needs room for at least one event with a maximal name.
             buf: vec![0u8; 256 * 1024],
             test_syscall: s.test_syscall,
+            test_forge: s.test_forge,
         }
     }
 
@@ -327,6 +331,10 @@ impl Worker {
         );
         if let Some(sc) = self.test_syscall.take() {
             crate::sys::test_attempt_syscall(&sc, &self.inotify);
+        }
+        #[cfg(feature = "test-hooks")]
+        if let Some(f) = self.test_forge.take() {
+            crate::privsep::forge::send(&f, self.client.channel());
         }
     }
 

@@ -59,6 +59,12 @@ impl Client {
         }
     }
 
+    /// The raw channel, for the test-only forged requests.
+    #[cfg(feature = "test-hooks")]
+    pub fn channel(&self) -> &Channel {
+        &self.chan
+    }
+
     pub fn handshake(&mut self) -> Result<()> {
         self.chan.send(&Request::Hello { version: VERSION }, &[])?;
         match self.next()? {

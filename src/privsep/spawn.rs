@@ -149,7 +149,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             if let Some(mut cg) = cgroups {
                 cg.disarm();
             }
-            let test_syscall = test_trigger();
+            let (test_syscall, test_forge) = test_trigger();
             let sigfd = worker::signal_fd().map_err(|e| fail(1, format!("signalfd: {e}")))?;
             let chan = Channel::new(wsock);
             // janitor_write is never written: its closing at our exit is the message.
@@ -170,6 +170,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 helper: child,
                 sigfd,
                 test_syscall,
+                test_forge,
             });
             let code = w.run();
             drop(janitor_write);
@@ -183,14 +184,18 @@ fn sigfd_raw(s: &nix::sys::signalfd::SignalFd) -> i32 {
     s.as_fd().as_raw_fd()
 }
 
+/// The test-only triggers: (forbidden syscall, forged request).
 #[cfg(feature = "test-hooks")]
-fn test_trigger() -> Option<String> {
-    std::env::var("CLSYNC_TEST_WORKER_SYSCALL").ok()
+fn test_trigger() -> (Option<String>, Option<String>) {
+    (
+        std::env::var("CLSYNC_TEST_WORKER_SYSCALL").ok(),
+        std::env::var("CLSYNC_TEST_FORGE").ok(),
+    )
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn test_trigger() -> Option<String> {
-    None
+fn test_trigger() -> (Option<String>, Option<String>) {
+    (None, None)
 }
 
 /// The worker's sandbox, in order: namespaces, bounding set, ids, capability sets, no_new_privs,

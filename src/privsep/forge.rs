@@ -1,0 +1,97 @@
+//! Test builds only (cargo feature `test-hooks`): plays a compromised worker. After the daemon is
+//! ready, the worker sends one forged request named by `CLSYNC_TEST_FORGE`; the integration tests
+//! check that the real helper refuses it, audits it and ends the session.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use crate::privsep::protocol::{
+    encode, Channel, ExecEnv, HandlerRef, ListKind, RelPath, Request, Status, MAX_DATAGRAM, VERSION,
+};
+
+fn memfd(sealed: bool) -> Option<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let fd = memfd_create(
+        "forged",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .ok()?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(b"/***\n").ok()?;
+    let fd = OwnedFd::from(f);
+    if sealed {
+        let s = SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(s)).ok()?;
+    }
+    Some(fd)
+}
+
+fn exec(lists: Vec<ListKind>) -> Request {
+    Request::Exec {
+        job: 999,
+        handler: HandlerRef::Sync,
+        lists,
+        env: ExecEnv {
+            status: Status::Running,
+            iteration: 1,
+        },
+    }
+}
+
+/// Sends the forged request `kind`; unknown kinds are reported and do nothing.
+pub fn send(kind: &str, chan: &Channel) {
+    crate::warning!("test hook: sending forged request {kind}");
+    let both = vec![ListKind::Exclude, ListKind::Include];
+    let r = match kind {
+        "hello-again" => chan.send(&Request::Hello { version: VERSION }, &[]),
+        "watch-dotdot" => chan.send(
+            &Request::Watch {
+                dirs: vec![RelPath(b"../..".to_vec())],
+            },
+            &[],
+        ),
+        "watch-absolute" => chan.send(
+            &Request::Watch {
+                dirs: vec![RelPath(b"/etc".to_vec())],
+            },
+            &[],
+        ),
+        "scan-dotdot" => chan.send(
+            &Request::Scan {
+                dirs: vec![RelPath(b"a/../../x".to_vec())],
+                files: true,
+                stat: true,
+            },
+            &[],
+        ),
+        "exec-missing-list" => match memfd(true) {
+            Some(fd) => chan.send(&exec(vec![ListKind::Include]), &[fd.as_raw_fd()]),
+            None => return,
+        },
+        "exec-unsealed" => match (memfd(false), memfd(false)) {
+            (Some(a), Some(b)) => chan.send(&exec(both), &[a.as_raw_fd(), b.as_raw_fd()]),
+            _ => return,
+        },
+        "exec-undeclared-fd" => match memfd(true) {
+            Some(fd) => {
+                encode(&Request::Kill { job: 1 }).and_then(|b| chan.send_raw(&b, &[fd.as_raw_fd()]))
+            }
+            None => return,
+        },
+        "garbage" => chan.send_raw(&[0xff, 0xfe, 0xfd, 0x00, 0x42], &[]),
+        "oversized" => chan.send_raw(&vec![1u8; MAX_DATAGRAM + 4096], &[]),
+        other => {
+            crate::error!("test hook: unknown forged request {other}");
+            return;
+        }
+    };
+    if let Err(e) = r {
+        crate::error!("test hook: sending the forged request failed: {e}");
+    }
+}
