@@ -126,11 +126,10 @@ impl Queues {
 
     /// When the next pass may run (None: nothing queued). `ignore_delays` is for the final flush
     /// and --exit-on-no-events.
-    pub fn next_pass(&self, ignore_delays: bool) -> Option<Instant> {
+    pub fn next_pass(&self, now: Instant, ignore_delays: bool) -> Option<Instant> {
         if self.is_empty() {
             return None;
         }
-        let now = Instant::now();
         if ignore_delays {
             return Some(now);
         }
@@ -238,7 +237,8 @@ mod tests {
         assert!(!q.take_due(t0, false).is_empty());
         q.include(QueueId::Normal, b"b".to_vec(), false, t0);
         assert!(q.take_due(t0 + Duration::from_secs(4), false).is_empty());
-        assert!(q.next_pass(false).unwrap() >= t0 + Duration::from_secs(5));
+        assert!(q.next_pass(t0, false).unwrap() >= t0 + Duration::from_secs(5));
+        assert_eq!(q.next_pass(t0, true), Some(t0));
         assert!(!q.take_due(t0 + Duration::from_secs(4), true).is_empty());
     }
 }

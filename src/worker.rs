@@ -214,10 +214,9 @@ impl Worker {
                 let ignore = self.quitting || self.cfg.exit_on_no_events;
                 let due = self
                     .queues
-                    .next_pass(ignore)
+                    .next_pass(now, ignore)
                     .map(|d| self.retry_at.map_or(d, |r| d.max(r)));
-                if due.is_some_and(|d| d <= now) {
-                    self.start_pass(ignore)?;
+                if due.is_some_and(|d| d <= now) && self.start_pass(now, ignore)? {
                     continue;
                 }
                 if self.queues.is_empty() && self.initial_done {
@@ -232,7 +231,7 @@ impl Worker {
             let timeout = match (
                 self.running.is_some(),
                 self.queues
-                    .next_pass(self.quitting || self.cfg.exit_on_no_events),
+                    .next_pass(now, self.quitting || self.cfg.exit_on_no_events),
             ) {
                 (false, Some(d)) => {
                     let d = self.retry_at.map_or(d, |r| d.max(r));
@@ -653,10 +652,11 @@ impl Worker {
 
     // ---- stage 3: sync passes ----
 
-    fn start_pass(&mut self, ignore_delays: bool) -> Result<(), ClientError> {
-        let batch = self.queues.take_due(Instant::now(), ignore_delays);
+    /// Starts a sync pass with what is due; false if nothing was.
+    fn start_pass(&mut self, now: Instant, ignore_delays: bool) -> Result<bool, ClientError> {
+        let batch = self.queues.take_due(now, ignore_delays);
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let initial = !self.initial_done;
         let mut lists = RsyncLists::new();
@@ -700,7 +700,7 @@ impl Worker {
             batch,
             initial,
         });
-        Ok(())
+        Ok(true)
     }
 
     fn on_exit(&mut self, job: u64, status: ExitStatus) -> Result<(), ClientError> {
