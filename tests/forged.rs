@@ -1,0 +1,75 @@
+//! A compromised worker against the real helper: with the `test-hooks` feature the worker sends
+//! one forged request after `ready:` (CLSYNC_TEST_FORGE). Each must be refused, audited with its
+//! reason, and end the whole daemon (worker exit 70 = "helper gone"), leaving nothing behind.
+
+mod common;
+
+use common::*;
+
+#[track_caller]
+fn forged_request_is_refused(kind: &str, reason: &str) {
+    let s = Scratch::new(&format!("forge-{kind}"));
+    populate_sample_tree(&s.src());
+    let mut d = Daemon::start(&s, &rsyncdirect_args(&s, 0, &[]), &[("CLSYNC_TEST_FORGE", kind)]);
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not end after a forged request");
+    let log = d.stderr();
+    assert_eq!(st.code(), Some(70), "exit status {st}; stderr:\n{log}");
+    let refusal = log
+        .lines()
+        .find(|l| l.starts_with("audit: action=refused"))
+        .unwrap_or_else(|| panic!("no refusal audited; stderr:\n{log}"));
+    assert!(refusal.contains(reason), "refusal {refusal:?} does not name {reason:?}");
+    // The helper is gone too, and the janitor removed the lists dir and the cgroups.
+    let helper_gone = wait_for(SYNC_TIMEOUT, || d.stderr().contains("helper: refused a request"));
+    assert!(helper_gone, "the helper did not report ending the session; stderr:\n{}", d.stderr());
+    assert!(
+        wait_for(SYNC_TIMEOUT, || dir_entries(&s.tmp()).is_empty()),
+        "TMPDIR not emptied: {:?}",
+        dir_entries(&s.tmp())
+    );
+}
+
+#[test]
+fn second_handshake_is_refused() {
+    forged_request_is_refused("hello-again", "second handshake");
+}
+
+#[test]
+fn watch_with_dotdot_is_refused() {
+    forged_request_is_refused("watch-dotdot", "dot component");
+}
+
+#[test]
+fn watch_of_an_absolute_path_is_refused() {
+    forged_request_is_refused("watch-absolute", "absolute");
+}
+
+#[test]
+fn scan_escaping_through_dotdot_is_refused() {
+    forged_request_is_refused("scan-dotdot", "dot component");
+}
+
+#[test]
+fn exec_with_lists_other_than_the_template_is_refused() {
+    forged_request_is_refused("exec-missing-list", "the configured handler takes");
+}
+
+#[test]
+fn exec_with_unsealed_memfds_is_refused() {
+    forged_request_is_refused("exec-unsealed", "not fully sealed");
+}
+
+#[test]
+fn fds_on_a_message_that_declares_none_are_refused() {
+    forged_request_is_refused("exec-undeclared-fd", "declares 0 fds but carries 1");
+}
+
+#[test]
+fn garbage_bytes_are_refused() {
+    forged_request_is_refused("garbage", "malformed message");
+}
+
+#[test]
+fn oversized_datagram_is_refused() {
+    forged_request_is_refused("oversized", "truncated datagram");
+}
