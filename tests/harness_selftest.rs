@@ -188,17 +188,17 @@ fn detects_mtime_changes() {
     );
     must_differ(
         "selftest-mtime-link",
-        |_, d| set_mtime(&d.join("link-dangling"), 1_600_000_014, 15),
+        |_, d| set_mtime(&d.join("link-dangling"), 1_600_000_015, 14),
         &["\"link-dangling\": mtime"],
     );
     must_differ(
         "selftest-mtime-dir",
-        |_, d| set_mtime(&d.join("docs/deep/er"), 1_600_000_021, 0),
+        |_, d| set_mtime(&d.join("docs/deep/er"), 1_600_000_022, 250_000_021),
         &["\"docs/deep/er\": mtime"],
     );
     must_differ(
         "selftest-mtime-root",
-        |_, d| set_mtime(d, 1_600_000_030, 31),
+        |_, d| set_mtime(d, 1_600_000_029, 30),
         &["\".\": mtime"],
     );
     // A new entry in a directory changes its mtime: deleting it again in dst only is caught.
@@ -209,6 +209,33 @@ fn detects_mtime_changes() {
             fs::remove_file(d.join("empty/x")).unwrap();
         },
         &["\"empty\": mtime"],
+    );
+}
+
+#[test]
+fn nanoseconds_are_compared_for_regular_files_only() {
+    // Documented decision (see tree_diff): rsync -aH does not correct the mtime of a directory,
+    // symlink or FIFO that matches to the second, so their nanoseconds are not compared ...
+    let s = copied("selftest-nsec");
+    set_mtime(&s.dst().join("docs"), 1_600_000_023, 0);
+    set_mtime(&s.dst(), 1_600_000_030, 999);
+    set_mtime(&s.dst().join("link-rel"), 1_600_000_011, 0);
+    set_mtime(&s.dst().join("docs/fifo"), 1_600_000_016, 0);
+    assert_trees_equal(&s.src(), &s.dst());
+    // ... which is rsync's own behaviour: another run leaves them as they are.
+    rsync_copy(&s.src(), &s.dst());
+    for p in ["docs", "link-rel", "docs/fifo"] {
+        assert_eq!(
+            fs::symlink_metadata(s.dst().join(p)).unwrap().mtime_nsec(),
+            0,
+            "rsync corrected the nanoseconds of {p}; revisit tree_diff"
+        );
+    }
+    // A regular file is compared to the nanosecond (see also detects_mtime_changes).
+    set_mtime(&s.dst().join("secret"), 1_600_000_002, 2);
+    assert_eq!(
+        tree_diff(&s.src(), &s.dst()),
+        vec!["\"secret\": mtime 1600000002.000000001 (src) != 1600000002.000000002 (dst)"]
     );
 }
 
