@@ -526,8 +526,9 @@ fn proc_helpers_read_status_groups_and_cgroups() {
     assert!(cgs.iter().any(|c| c.dir.is_some()));
 
     // daemon_cgroup_dirs finds a clsync-<pid> group below ours, remove_daemon_cgroups removes
-    // it with its children. (A pid that cannot exist, so no real daemon is touched.)
-    let fake = i32::MAX;
+    // it with its children. (Above the kernel's largest pid_max, 2^22, so no real daemon is
+    // touched; our own pid added, so concurrent runs of this test do not collide.)
+    let fake = (1 << 22) + me;
     assert!(daemon_cgroup_dirs(fake).is_empty());
     let base = cgs
         .iter()

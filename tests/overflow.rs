@@ -13,20 +13,46 @@ use common::*;
 use std::fs;
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
+
 const SYSCTL: &str = "/proc/sys/fs/inotify/max_queued_events";
 
-/// Restores the saved sysctl value when dropped (also while unwinding from a failed assertion).
+/// Lowers the sysctl and restores the saved value when dropped (also while unwinding from a
+/// failed assertion). Holds an exclusive lock for its lifetime, so that two copies of this test
+/// running at once (other checkouts on the same machine) cannot save each other's low value and
+/// leave it behind.
 struct SysctlGuard {
     saved: String,
+    _lock: Flock<fs::File>,
 }
+
+const LOW: &str = "16";
+/// The kernel's default, used if the saved value is our own low value (a run that was killed
+/// before it could restore).
+const KERNEL_DEFAULT: &str = "16384";
 
 impl SysctlGuard {
     fn set(value: &str) -> SysctlGuard {
-        let saved = fs::read_to_string(SYSCTL)
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/clsync-rs-test.max_queued_events.lock")
+            .expect("open lock file");
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock");
+        let mut saved = fs::read_to_string(SYSCTL)
             .expect("read max_queued_events")
             .trim()
             .to_string();
-        let g = SysctlGuard { saved };
+        if saved == LOW {
+            eprintln!(
+                "note: {SYSCTL} was {LOW} (an interrupted run?); will restore {KERNEL_DEFAULT}"
+            );
+            saved = KERNEL_DEFAULT.to_string();
+        }
+        let g = SysctlGuard { saved, _lock: lock };
         fs::write(SYSCTL, value).expect("set max_queued_events (needs root)");
         assert_eq!(fs::read_to_string(SYSCTL).unwrap().trim(), value);
         g
@@ -54,16 +80,17 @@ fn queue_overflow_loses_nothing() {
         );
     }
 
-    let before = fs::read_to_string(SYSCTL).unwrap();
     let mut d;
+    let restored;
     {
-        let _low = SysctlGuard::set("16");
+        let low = SysctlGuard::set(LOW);
         d = Daemon::rsyncdirect(&s, 1, &[]);
         d.wait_ready();
-    } // restored here: the daemon's inotify instance keeps its limit of 16
+        restored = low.saved.clone();
+    } // restored here: the daemon's inotify instance keeps the limit it was created with
     assert_eq!(
-        fs::read_to_string(SYSCTL).unwrap(),
-        before,
+        fs::read_to_string(SYSCTL).unwrap().trim(),
+        restored,
         "sysctl not restored"
     );
 
