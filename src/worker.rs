@@ -167,8 +167,34 @@ impl Worker {
                 EXIT_HELPER_GONE
             }
         };
-        let _ = self.client.shutdown();
+        self.finish();
         code
+    }
+
+    /// Orderly end: asks the helper to end its handlers and clean up, and waits (bounded) for it
+    /// to exit, so that no handler, list or cgroup is left when this process exits.
+    fn finish(&mut self) {
+        let mut ended = false;
+        if self.client.shutdown().is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !ended {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = left.as_millis().min(5000) as u16;
+                let mut fds = [PollFd::new(self.client.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(0) => break,
+                    Ok(_) => ended = self.client.pump().is_err(), // EOF: the helper is done
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        let flags = if ended {
+            None
+        } else {
+            Some(WaitPidFlag::WNOHANG)
+        };
+        let _ = waitpid(self.helper, flags);
     }
 
     fn helper_status(&self) {
@@ -206,6 +232,11 @@ impl Worker {
                 .include(QueueId::Instant, Vec::new(), true, Instant::now());
         }
         loop {
+            // Handler exits may have arrived while we waited for another reply (a walk, a
+            // stat): handle them before deciding whether to sleep.
+            for (job, status) in self.client.take_exits() {
+                self.on_exit(job, status)?;
+            }
             if let Some(code) = self.exit_code {
                 return Ok(code);
             }
@@ -268,9 +299,6 @@ impl Worker {
             }
             if chan {
                 self.client.pump()?;
-            }
-            for (job, status) in self.client.take_exits() {
-                self.on_exit(job, status)?;
             }
             if ino {
                 self.read_events()?;
@@ -367,6 +395,7 @@ impl Worker {
                 for (i, r) in results.into_iter().enumerate() {
                     match r {
                         WatchResult::Wd(wd) => {
+                            crate::debug!(3, "watch {:?} = wd {wd}", paths[i]);
                             self.tree.set_wd(ids[i], wd);
                         }
                         WatchResult::Errno(e) => self.watch_failed(ids[i], &paths[i], e),
@@ -532,8 +561,16 @@ impl Worker {
         moves: &mut HashMap<u32, (NodeId, bool)>,
     ) {
         let Some(node) = self.tree.by_wd(ev.wd) else {
+            crate::debug!(3, "event on unknown wd {}: mask {:#x}", ev.wd, ev.mask);
             return;
         };
+        crate::debug!(
+            3,
+            "event wd {} mask {:#x} {:?}",
+            ev.wd,
+            ev.mask,
+            String::from_utf8_lossy(ev.name)
+        );
         if ev.has(libc::IN_IGNORED) {
             self.tree.forget_wd(ev.wd);
             return;

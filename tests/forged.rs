@@ -10,18 +10,33 @@ use common::*;
 fn forged_request_is_refused(kind: &str, reason: &str) {
     let s = Scratch::new(&format!("forge-{kind}"));
     populate_sample_tree(&s.src());
-    let mut d = Daemon::start(&s, &rsyncdirect_args(&s, 0, &[]), &[("CLSYNC_TEST_FORGE", kind)]);
-    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not end after a forged request");
+    let mut d = Daemon::start(
+        &s,
+        &rsyncdirect_args(&s, 0, &[]),
+        &[("CLSYNC_TEST_FORGE", kind)],
+    );
+    let st = d
+        .wait_exit(START_TIMEOUT)
+        .expect("daemon did not end after a forged request");
     let log = d.stderr();
     assert_eq!(st.code(), Some(70), "exit status {st}; stderr:\n{log}");
     let refusal = log
         .lines()
         .find(|l| l.starts_with("audit: action=refused"))
         .unwrap_or_else(|| panic!("no refusal audited; stderr:\n{log}"));
-    assert!(refusal.contains(reason), "refusal {refusal:?} does not name {reason:?}");
+    assert!(
+        refusal.contains(reason),
+        "refusal {refusal:?} does not name {reason:?}"
+    );
     // The helper is gone too, and the janitor removed the lists dir and the cgroups.
-    let helper_gone = wait_for(SYNC_TIMEOUT, || d.stderr().contains("helper: refused a request"));
-    assert!(helper_gone, "the helper did not report ending the session; stderr:\n{}", d.stderr());
+    let helper_gone = wait_for(SYNC_TIMEOUT, || {
+        d.stderr().contains("helper: refused a request")
+    });
+    assert!(
+        helper_gone,
+        "the helper did not report ending the session; stderr:\n{}",
+        d.stderr()
+    );
     assert!(
         wait_for(SYNC_TIMEOUT, || dir_entries(&s.tmp()).is_empty()),
         "TMPDIR not emptied: {:?}",

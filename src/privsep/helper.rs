@@ -78,6 +78,8 @@ pub struct HelperSetup {
     /// end (kept until the helper exits).
     pub janitor_read: Option<OwnedFd>,
     pub janitor_write: OwnedFd,
+    /// Set once the janitor runs.
+    pub janitor: Option<Pid>,
 }
 
 struct Job {
@@ -116,6 +118,7 @@ pub fn run(mut setup: HelperSetup) -> ! {
                 sigfd,
             };
             let end = h.serve();
+            let worker_alive = matches!(end, End::Done | End::Refused(_) | End::Violation(_));
             let code = match &end {
                 End::Done | End::Terminated => 0,
                 End::Refused(_) => EXIT_REFUSED,
@@ -133,7 +136,7 @@ pub fn run(mut setup: HelperSetup) -> ! {
                 ),
                 End::Failed(why) => crate::error!("helper: {why}"),
             }
-            h.cleanup();
+            h.cleanup(worker_alive);
             code
         }
         Err(e) => {
@@ -159,7 +162,8 @@ fn start_janitor(s: &mut HelperSetup) {
                 lists_dir,
             })
         }
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
+            s.janitor = Some(child);
             if let Some(cg) = s.cgroups.as_mut() {
                 cg.disarm();
             }
@@ -724,7 +728,7 @@ impl Helper {
 
     /// Ends every handler (TERM, then KILL after a grace second), removes lists, cgroups and our
     /// lists directory. Runs on every way out.
-    fn cleanup(&mut self) {
+    fn cleanup(&mut self, worker_alive: bool) {
         for j in self.jobs.values() {
             let _ = killpg(j.pid, Signal::SIGTERM);
         }
@@ -756,9 +760,29 @@ impl Helper {
             if let Err(e) = cg.kill_all_handlers() {
                 crate::warning!("{e}");
             }
+            // So that the daemon's cgroups can go before the worker exits, the worker goes back
+            // to the group it started in (as uid 0 the helper may move it there).
+            if worker_alive {
+                for parent in cg.parent_paths() {
+                    let procs = parent.join("cgroup.procs");
+                    if let Err(e) = std::fs::write(&procs, self.s.worker.as_raw().to_string()) {
+                        crate::debug!(1, "moving the worker back to {}: {e}", procs.display());
+                    }
+                }
+            }
         }
-        // The cgroups and our lists directory are the janitor's to remove, once the worker and
-        // this process are both gone.
+        // The janitor removes the cgroups and our lists directory: tell it now (one byte; it
+        // also acts on EOF), and wait for it so that everything is gone when we exit.
+        let _ = nix::unistd::write(&self.s.janitor_write, b"x");
+        if let Some(j) = self.s.janitor {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                match waitpid(j, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
+                    _ => break,
+                }
+            }
+        }
     }
 }
 

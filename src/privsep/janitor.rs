@@ -2,8 +2,10 @@
 //! the worker and the helper end (even by SIGKILL).
 //!
 //! The helper forks it right after the main fork, while still root. It keeps one fd — the read
-//! end of a pipe whose write ends the worker and the helper hold — and blocks in read(2). It gets
-//! no input from anyone: EOF means both are gone. Then it kills what is left in the handlers
+//! end of a pipe whose write ends the worker and the helper hold — and blocks in read(2). EOF
+//! means both are gone; a byte means the helper is ending in order and has moved the worker out
+//! of its cgroup (it then waits for the janitor, so nothing is left when the daemon's pid exits).
+//! The byte's value means nothing: no other input exists. Then it kills what is left in the handlers
 //! cgroup, removes the daemon's cgroups (the v1 hierarchy roots are mode 0555, so this needs
 //! CAP_DAC_OVERRIDE, which the helper does not have) and the helper's private lists directory.
 //! It keeps only CAP_DAC_OVERRIDE and CAP_KILL, is not dumpable, and runs the helper's seccomp
@@ -45,13 +47,12 @@ pub fn run(s: JanitorSetup) -> ! {
         mask.add(sig);
     }
     let _ = mask.thread_block();
+    // EOF: both are gone. One byte: the helper is cleaning up and asks us to go ahead now.
     let mut b = [0u8; 1];
     loop {
         match nix::unistd::read(&s.wait, &mut b) {
-            Ok(0) => break,
-            Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            _ => break,
         }
     }
     if let Some(cg) = s.cgroups {

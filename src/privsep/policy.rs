@@ -45,7 +45,9 @@ impl ExecPolicy {
         let program = CString::new(cfg.handler.as_os_str().as_bytes()).unwrap_or_default();
         let argv = match cfg.mode {
             // clsync's rsyncdirect argv: rsync -aH --delete --exclude-from L --include-from L
-            // --exclude=* W/ D/
+            // --exclude=* W/ D/, plus --modify-window=-1: rsync's quick check otherwise compares
+            // whole seconds, so a file rewritten with the same size in the second of its last
+            // sync is skipped and the change is lost (clsync 0.4.5 loses it).
             Mode::RsyncDirect => {
                 let mut w = cfg.watch_dir.as_os_str().as_bytes().to_vec();
                 w.push(b'/');
@@ -57,6 +59,7 @@ impl ExecPolicy {
                     Arg::Lit(program.clone()),
                     lit("-aH"),
                     lit("--delete"),
+                    lit("--modify-window=-1"),
                     lit("--exclude-from"),
                     Arg::List(ListKind::Exclude),
                     lit("--include-from"),

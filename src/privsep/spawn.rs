@@ -133,6 +133,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 helper_gid: cfg.helper_gid,
                 janitor_read: Some(janitor_read),
                 janitor_write,
+                janitor: None,
             })
         }
         ForkResult::Parent { child } => {
