@@ -49,12 +49,7 @@ pub fn run(s: JanitorSetup) -> ! {
     let _ = mask.thread_block();
     // EOF: both are gone. One byte: the helper is cleaning up and asks us to go ahead now.
     let mut b = [0u8; 1];
-    loop {
-        match nix::unistd::read(&s.wait, &mut b) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => break,
-        }
-    }
+    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&s.wait, &mut b) {}
     if let Some(cg) = s.cgroups {
         if let Err(e) = cg.kill_all_handlers() {
             crate::warning!("janitor: {e}");
