@@ -19,4 +19,5 @@ pub mod queue;
 pub mod rules;
 pub mod sandbox;
 pub mod sys;
+pub mod testhooks;
 pub mod worker;

@@ -158,3 +158,33 @@ pub fn test_attempt_syscall(which: &str, inotify: &OwnedFd) {
 
 #[cfg(not(feature = "test-hooks"))]
 pub fn test_attempt_syscall(_which: &str, _inotify: &OwnedFd) {}
+
+/// Test builds only: forks up to `max` children that sleep a second and exit; returns how many
+/// forks succeeded and the error that stopped it ("cap reached" when none did). Reaps them all.
+#[cfg(feature = "test-hooks")]
+pub fn test_fork_bomb(max: usize) -> (usize, String) {
+    let mut kids = Vec::new();
+    let mut why = "cap reached".to_string();
+    for _ in 0..max {
+        match fork() {
+            Ok(ForkResult::Child) => {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                exit_now(0)
+            }
+            Ok(ForkResult::Parent { child }) => kids.push(child),
+            Err(e) => {
+                why = format!("fork failed: {e}");
+                break;
+            }
+        }
+    }
+    for k in &kids {
+        let _ = nix::sys::wait::waitpid(*k, None);
+    }
+    (kids.len(), why)
+}
+
+#[cfg(not(feature = "test-hooks"))]
+pub fn test_fork_bomb(_max: usize) -> (usize, String) {
+    (0, String::new())
+}

@@ -33,6 +33,7 @@ use crate::privsep::protocol::{
 };
 use crate::queue::{Batch, Delays, QueueId, Queues};
 use crate::rules::{self, ObjKind, Rules};
+use crate::testhooks::TestHooks;
 
 /// Exit status when the helper ended unexpectedly.
 pub const EXIT_HELPER_GONE: i32 = 70;
@@ -46,9 +47,8 @@ pub struct WorkerSetup {
     pub inotify: OwnedFd,
     pub helper: Pid,
     pub sigfd: SignalFd,
-    /// The test-only triggers (cargo feature `test-hooks`), read before the sandbox closed.
-    pub test_syscall: Option<String>,
-    pub test_forge: Option<String>,
+    /// Test-only switches (empty outside `test-hooks` builds), read before the sandbox closed.
+    pub hooks: TestHooks,
 }
 
 /// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
@@ -106,9 +106,7 @@ pub struct Worker {
     quitting: bool,
     exit_code: Option<i32>,
     buf: Vec<u8>,
-    test_syscall: Option<String>,
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-    test_forge: Option<String>,
+    hooks: TestHooks,
 }
 
 impl Worker {
@@ -148,8 +146,7 @@ impl Worker {
             exit_code: None,
             // inotify needs room for at least one event with a maximal name.
             buf: vec![0u8; 256 * 1024],
-            test_syscall: s.test_syscall,
-            test_forge: s.test_forge,
+            hooks: s.hooks,
         }
     }
 
@@ -356,13 +353,7 @@ impl Worker {
             "ready: initial sync done, {} directories watched",
             self.tree.watched()
         );
-        if let Some(sc) = self.test_syscall.take() {
-            crate::sys::test_attempt_syscall(&sc, &self.inotify);
-        }
-        #[cfg(feature = "test-hooks")]
-        if let Some(f) = self.test_forge.take() {
-            crate::privsep::forge::send(&f, self.client.channel());
-        }
+        self.hooks.after_ready(&self.client, &self.inotify);
     }
 
     // ---- stage 1: walking (initial, new directories, rescans) ----

@@ -23,6 +23,7 @@ use crate::privsep::protocol::{self, Channel, MAX_DATAGRAM};
 use crate::sandbox::cgroup::{DaemonCgroups, Limits};
 use crate::sandbox::{caps, identity, landlock, namespaces, seccomp};
 use crate::sys;
+use crate::testhooks::TestHooks;
 use crate::worker::{self, Worker, WorkerSetup};
 
 /// Limits of the worker's cgroup: it never forks, and its memory is the watch tree and queues.
@@ -141,7 +142,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             drop(janitor_read);
             drop(root);
             drop(lists);
-            if let Some(cg) = &cgroups {
+            let hooks = TestHooks::from_env();
+            if let Some(cg) = cgroups.as_ref().filter(|_| hooks.layer_on("cgroup")) {
                 if let Err(e) = cg.add_worker(worker_pid.as_raw() as u32) {
                     crate::warning!("cannot move the worker into its cgroup: {e}");
                 }
@@ -150,7 +152,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             if let Some(mut cg) = cgroups {
                 cg.disarm();
             }
-            let (test_syscall, test_forge) = test_trigger();
             let sigfd = worker::signal_fd().map_err(|e| fail(1, format!("signalfd: {e}")))?;
             let chan = Channel::new(wsock);
             // janitor_write is never written: its closing at our exit is the message.
@@ -162,7 +163,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             ];
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
-            confine_worker(&cfg, chan.raw_fd())
+            confine_worker(&cfg, chan.raw_fd(), &hooks)
                 .map_err(|e| fail(1, format!("cannot confine the worker: {e}")))?;
             let w = Worker::new(WorkerSetup {
                 cfg,
@@ -170,8 +171,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 inotify,
                 helper: child,
                 sigfd,
-                test_syscall,
-                test_forge,
+                hooks,
             });
             let code = w.run();
             drop(janitor_write);
@@ -185,37 +185,38 @@ fn sigfd_raw(s: &nix::sys::signalfd::SignalFd) -> i32 {
     s.as_fd().as_raw_fd()
 }
 
-/// The test-only triggers: (forbidden syscall, forged request).
-#[cfg(feature = "test-hooks")]
-fn test_trigger() -> (Option<String>, Option<String>) {
-    (
-        std::env::var("CLSYNC_TEST_WORKER_SYSCALL").ok(),
-        std::env::var("CLSYNC_TEST_FORGE").ok(),
-    )
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn test_trigger() -> (Option<String>, Option<String>) {
-    (None, None)
-}
-
 /// The worker's sandbox, in order: namespaces, bounding set, ids, capability sets, no_new_privs,
 /// not dumpable, landlock, then (last, after everything that needs a syscall the filter denies)
 /// the SIGSYS reporter and the seccomp allowlist.
-fn confine_worker(cfg: &Config, report_fd: i32) -> Result<(), String> {
-    namespaces::unshare_worker().map_err(|e| e.to_string())?;
-    caps::worker_drop_bounding().map_err(|e| e.to_string())?;
-    identity::drop_to(cfg.worker_uid, cfg.worker_gid).map_err(|e| e.to_string())?;
-    caps::worker_clear_all().map_err(|e| e.to_string())?;
-    caps::set_no_new_privs().map_err(|e| e.to_string())?;
-    caps::set_not_dumpable().map_err(|e| e.to_string())?;
-    match landlock::restrict_worker().map_err(|e| e.to_string())? {
-        landlock::LandlockStatus::FullyEnforced => crate::debug!(1, "landlock: fully enforced"),
-        other => crate::warning!("landlock is not fully enforced on this kernel ({other:?})"),
+/// (`hooks` can switch single layers off only in `test-hooks` builds.)
+fn confine_worker(cfg: &Config, report_fd: i32, hooks: &TestHooks) -> Result<(), String> {
+    let e = |e: crate::sandbox::SandboxError| e.to_string();
+    if hooks.layer_on("netns") {
+        namespaces::unshare_worker().map_err(e)?;
     }
-    seccomp::install_sigsys_reporter(report_fd, protocol::violation_report)
-        .map_err(|e| e.to_string())?;
-    seccomp::install_worker().map_err(|e| e.to_string())?;
+    if hooks.layer_on("caps") {
+        caps::worker_drop_bounding().map_err(e)?;
+    }
+    if hooks.layer_on("identity") {
+        identity::drop_to(cfg.worker_uid, cfg.worker_gid).map_err(e)?;
+    }
+    if hooks.layer_on("caps") {
+        caps::worker_clear_all().map_err(e)?;
+    }
+    if hooks.layer_on("nnp") {
+        caps::set_no_new_privs().map_err(e)?;
+    }
+    caps::set_not_dumpable().map_err(e)?;
+    if hooks.layer_on("landlock") {
+        match landlock::restrict_worker().map_err(e)? {
+            landlock::LandlockStatus::FullyEnforced => crate::debug!(1, "landlock: fully enforced"),
+            other => crate::warning!("landlock is not fully enforced on this kernel ({other:?})"),
+        }
+    }
+    seccomp::install_sigsys_reporter(report_fd, protocol::violation_report).map_err(e)?;
+    if hooks.layer_on("seccomp") {
+        seccomp::install_worker().map_err(e)?;
+    }
     crate::log::audit(
         "worker-sandbox",
         crate::audit_fields![
