@@ -5,6 +5,13 @@
 use clap::{ArgAction, Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Stderr,
+    Stdout,
+    Syslog,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
     Rsyncdirect,
     Rsyncshell,
@@ -142,6 +149,30 @@ pub struct Cli {
     /// No output at all
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
+
+    /// Where log and audit lines go
+    #[arg(short = 'Y', long = "output", value_enum, default_value = "stderr")]
+    pub output: OutputArg,
+
+    /// The syslog socket for -Y syslog (machines or containers without /dev/log)
+    #[arg(
+        long = "syslog-socket",
+        value_name = "PATH",
+        default_value = "/dev/log"
+    )]
+    pub syslog_socket: String,
+
+    /// syslog facility for -Y syslog (daemon, local0 … local7, auth, …)
+    #[arg(
+        long = "syslog-facility",
+        value_name = "NAME",
+        default_value = "daemon"
+    )]
+    pub syslog_facility: String,
+
+    /// syslog ident (tag) for -Y syslog
+    #[arg(long = "syslog-ident", value_name = "NAME", default_value = "clsync")]
+    pub syslog_ident: String,
 
     /// Configuration file; only /NULL/ (read none) in this build
     #[arg(short = 'H', long = "config-file", value_name = "FILE")]

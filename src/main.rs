@@ -18,7 +18,31 @@ fn main() {
             std::process::exit(code);
         }
     };
-    clsync_rs::log::configure(3 + cli.verbose as i32, cli.debug as i32, cli.quiet, false);
+    use clsync_rs::cli::OutputArg;
+    use clsync_rs::log::{self, Output};
+    let output = match cli.output {
+        OutputArg::Stderr => Output::Stderr,
+        OutputArg::Stdout => Output::Stdout,
+        OutputArg::Syslog => Output::Syslog,
+    };
+    log::configure(3 + cli.verbose as i32, cli.debug as i32, cli.quiet, output);
+    if output == Output::Syslog {
+        let Some(facility) = log::facility_code(&cli.syslog_facility) else {
+            clsync_rs::error!(
+                "--syslog-facility={}: unknown facility",
+                cli.syslog_facility
+            );
+            std::process::exit(22);
+        };
+        let path = std::path::Path::new(&cli.syslog_socket);
+        if let Err(e) = log::open_syslog(path, facility, &cli.syslog_ident) {
+            clsync_rs::error!(
+                "cannot connect to the syslog socket {}: {e} (see --syslog-socket)",
+                path.display()
+            );
+            std::process::exit(2);
+        }
+    }
     let cfg = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {

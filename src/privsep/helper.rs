@@ -176,13 +176,14 @@ fn start_janitor(s: &mut HelperSetup) {
 
 fn prepare(s: &HelperSetup) -> Result<SignalFd, String> {
     use crate::sandbox::{caps, seccomp};
-    let keep: Vec<RawFd> = vec![
+    let mut keep: Vec<RawFd> = vec![
         s.chan.raw_fd(),
         s.root.as_raw_fd(),
         s.inotify.as_raw_fd(),
         s.lists.fd.as_raw_fd(),
         s.janitor_write.as_raw_fd(),
     ];
+    keep.extend(crate::log::syslog_fd());
     sys::close_all_except(&keep).map_err(|e| format!("closing inherited fds: {e}"))?;
     caps::helper_drop(s.helper_uid, s.helper_gid, &s.policy.caps).map_err(|e| e.to_string())?;
     caps::set_pdeathsig(Signal::SIGTERM).map_err(|e| e.to_string())?;

@@ -30,7 +30,9 @@ pub struct JanitorSetup {
 
 /// Never returns.
 pub fn run(s: JanitorSetup) -> ! {
-    let _ = sys::close_all_except(&[s.wait.as_raw_fd()]);
+    let mut keep = vec![s.wait.as_raw_fd()];
+    keep.extend(crate::log::syslog_fd());
+    let _ = sys::close_all_except(&keep);
     if let Err(e) = confine() {
         crate::warning!("janitor: {e}");
     }

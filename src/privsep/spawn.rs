@@ -155,12 +155,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             let sigfd = worker::signal_fd().map_err(|e| fail(1, format!("signalfd: {e}")))?;
             let chan = Channel::new(wsock);
             // janitor_write is never written: its closing at our exit is the message.
-            let keep = [
+            let mut keep = vec![
                 chan.raw_fd(),
                 inotify.as_raw_fd(),
                 sigfd_raw(&sigfd),
                 janitor_write.as_raw_fd(),
             ];
+            keep.extend(crate::log::syslog_fd());
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
             confine_worker(&cfg, chan.raw_fd(), &hooks)
