@@ -14,7 +14,28 @@ use crate::sandbox::{caps as scaps, identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    Simple,
+    Direct,
+    Shell,
+    RsyncShell,
     RsyncDirect,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Simple => "simple",
+            Mode::Direct => "direct",
+            Mode::Shell => "shell",
+            Mode::RsyncShell => "rsyncshell",
+            Mode::RsyncDirect => "rsyncdirect",
+        }
+    }
+
+    /// Modes whose lists are rsync include/exclude lists.
+    pub fn is_rsync(self) -> bool {
+        matches!(self, Mode::RsyncShell | Mode::RsyncDirect)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +45,8 @@ pub struct Config {
     pub mode: Mode,
     /// Absolute path of the handler program.
     pub handler: PathBuf,
+    /// The handler arguments given on the command line (None: the mode's defaults).
+    pub handler_args: Option<Vec<Vec<u8>>>,
     pub rules: Rules,
     pub delay_sync: u64,
     pub delay_collect: u64,
@@ -133,26 +156,29 @@ impl Config {
                 cli.splitting
             )));
         }
-        let mode = match cli.mode {
-            None => {
-                return Err(inval(
-                    "--mode (-M) is required; this build supports -M rsyncdirect",
-                ))
-            }
-            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
-            Some(m) => {
-                return Err(inval(format!(
-                    "--mode={}: not implemented in this build yet (only rsyncdirect is)",
-                    format!("{m:?}").to_lowercase()
-                )))
-            }
+        let mode =
+            match cli.mode {
+                None => return Err(inval(
+                    "--mode (-M) is required (simple, direct, shell, rsyncshell or rsyncdirect)",
+                )),
+                Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+                Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
+                Some(ModeArg::Direct) => Mode::Direct,
+                Some(ModeArg::Shell) => Mode::Shell,
+                Some(ModeArg::Simple) => Mode::Simple,
+                Some(m) => {
+                    return Err(inval(format!(
+                        "--mode={}: not implemented in this build yet",
+                        format!("{m:?}").to_lowercase()
+                    )))
+                }
+            };
+        // Every positional argument replaces the mode's default arguments; a single '' clears.
+        let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
+            [] => None,
+            [one] if one.is_empty() => None,
+            args => Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()),
         };
-        if !cli.handler_args.is_empty() {
-            return Err(inval(format!(
-                "custom sync-handler arguments ({:?}) are not supported by this build yet: rsyncdirect runs its default argv",
-                cli.handler_args
-            )));
-        }
         let watch = cli
             .watch_dir
             .as_deref()
@@ -200,7 +226,23 @@ impl Config {
                 "mode rsyncdirect needs a destination: give --destination-dir (-D)",
             ));
         }
-        let handler = resolve_program(cli.sync_handler.as_deref().unwrap_or("rsync"))?;
+        let handler = match (cli.sync_handler.as_deref(), mode) {
+            (Some(h), _) => resolve_program(h)?,
+            (None, Mode::RsyncDirect) => resolve_program("rsync")?,
+            (None, Mode::Direct) => resolve_program("cp")?,
+            (None, m) => {
+                return Err(inval(format!(
+                    "mode {} needs a sync handler: give --sync-handler (-S)",
+                    m.name()
+                )))
+            }
+        };
+        if mode == Mode::Direct && destination.is_none() && handler_args.is_none() {
+            // clsync 0.4.5 runs `cp <files> /` here; we refuse.
+            return Err(inval(
+                "mode direct with its default arguments copies to %destination-dir%/: give --destination-dir (-D)",
+            ));
+        }
 
         let rules = match &cli.rules_file {
             None => Rules::default(),
@@ -289,6 +331,7 @@ impl Config {
             destination,
             mode,
             handler,
+            handler_args,
             rules,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,

@@ -19,10 +19,28 @@ pub enum QueueId {
     Big,
 }
 
+/// What is known about a queued path: the inotify bits seen for it (OR-ed) and whether it must
+/// be synced recursively (a new, moved or removed directory in the rsync modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Item {
+    pub mask: u32,
+    pub recursive: bool,
+}
+
+impl Item {
+    pub fn new(mask: u32, recursive: bool) -> Item {
+        Item { mask, recursive }
+    }
+
+    fn merge(&mut self, o: Item) {
+        self.mask |= o.mask;
+        self.recursive |= o.recursive;
+    }
+}
+
 #[derive(Default, Debug)]
 struct Queue {
-    /// path → recursive?
-    includes: HashMap<Vec<u8>, bool>,
+    includes: HashMap<Vec<u8>, Item>,
     excludes: HashSet<Vec<u8>>,
     since: Option<Instant>,
 }
@@ -39,7 +57,7 @@ impl Queue {
 /// What one sync pass hands to the list builder.
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Batch {
-    pub includes: Vec<(Vec<u8>, bool)>,
+    pub includes: Vec<(Vec<u8>, Item)>,
     pub excludes: Vec<Vec<u8>>,
 }
 
@@ -50,8 +68,8 @@ impl Batch {
 
     /// Puts a failed batch back for a retry (into `instant`, ignoring nothing).
     pub fn requeue(self, q: &mut Queues, now: Instant) {
-        for (p, r) in self.includes {
-            q.include(QueueId::Instant, p, r, now);
+        for (p, it) in self.includes {
+            q.include(QueueId::Instant, p, it, now);
         }
         for p in self.excludes {
             q.exclude(QueueId::Instant, p, now);
@@ -94,11 +112,10 @@ impl Queues {
         }
     }
 
-    pub fn include(&mut self, id: QueueId, path: Vec<u8>, recursive: bool, now: Instant) {
+    pub fn include(&mut self, id: QueueId, path: Vec<u8>, item: Item, now: Instant) {
         let q = self.q(id);
         q.touch(now);
-        let r = q.includes.entry(path).or_insert(false);
-        *r |= recursive;
+        q.includes.entry(path).or_default().merge(item);
     }
 
     pub fn exclude(&mut self, id: QueueId, path: Vec<u8>, now: Instant) {
@@ -158,12 +175,12 @@ impl Queues {
         if ids.is_empty() {
             return Batch::default();
         }
-        let mut inc: HashMap<Vec<u8>, bool> = HashMap::new();
+        let mut inc: HashMap<Vec<u8>, Item> = HashMap::new();
         let mut exc: HashSet<Vec<u8>> = HashSet::new();
         for id in ids {
             let q = std::mem::take(self.q(id));
-            for (p, r) in q.includes {
-                *inc.entry(p).or_insert(false) |= r;
+            for (p, it) in q.includes {
+                inc.entry(p).or_default().merge(it);
             }
             exc.extend(q.excludes);
         }
@@ -171,9 +188,9 @@ impl Queues {
         for id in [QueueId::Normal, QueueId::Big] {
             let q = self.q(id);
             if !q.includes.is_empty() {
-                for (p, r) in inc.iter_mut() {
-                    if let Some(rr) = q.includes.remove(p) {
-                        *r |= rr;
+                for (p, it) in inc.iter_mut() {
+                    if let Some(o) = q.includes.remove(p) {
+                        it.merge(o);
                     }
                 }
                 if q.is_empty() {
@@ -205,14 +222,14 @@ mod tests {
     fn small_files_wait_for_t_big_files_for_big_t() {
         let t0 = Instant::now();
         let mut q = Queues::new(delays(0, 1, 8));
-        q.include(QueueId::Normal, b"small".to_vec(), false, t0);
-        q.include(QueueId::Big, b"big".to_vec(), false, t0);
+        q.include(QueueId::Normal, b"small".to_vec(), Item::new(2, false), t0);
+        q.include(QueueId::Big, b"big".to_vec(), Item::new(2, false), t0);
         assert!(q.take_due(t0, false).is_empty());
         let b = q.take_due(t0 + Duration::from_secs(1), false);
-        assert_eq!(b.includes, vec![(b"small".to_vec(), false)]);
+        assert_eq!(b.includes, vec![(b"small".to_vec(), Item::new(2, false))]);
         assert!(q.take_due(t0 + Duration::from_secs(7), false).is_empty());
         let b = q.take_due(t0 + Duration::from_secs(8), false);
-        assert_eq!(b.includes, vec![(b"big".to_vec(), false)]);
+        assert_eq!(b.includes, vec![(b"big".to_vec(), Item::new(2, false))]);
         assert!(q.is_empty());
     }
 
@@ -221,21 +238,21 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queues::new(delays(0, 0, 0));
         for _ in 0..1000 {
-            q.include(QueueId::Normal, b"d".to_vec(), false, t0);
+            q.include(QueueId::Normal, b"d".to_vec(), Item::new(2, false), t0);
         }
-        q.include(QueueId::Normal, b"d".to_vec(), true, t0);
-        q.include(QueueId::Big, b"d".to_vec(), false, t0);
+        q.include(QueueId::Normal, b"d".to_vec(), Item::new(8, true), t0);
+        q.include(QueueId::Big, b"d".to_vec(), Item::new(4, false), t0);
         let b = q.take_due(t0, false);
-        assert_eq!(b.includes, vec![(b"d".to_vec(), true)]);
+        assert_eq!(b.includes, vec![(b"d".to_vec(), Item::new(14, true))]);
     }
 
     #[test]
     fn w_spaces_passes_and_flush_ignores_delays() {
         let t0 = Instant::now();
         let mut q = Queues::new(delays(5, 0, 0));
-        q.include(QueueId::Normal, b"a".to_vec(), false, t0);
+        q.include(QueueId::Normal, b"a".to_vec(), Item::default(), t0);
         assert!(!q.take_due(t0, false).is_empty());
-        q.include(QueueId::Normal, b"b".to_vec(), false, t0);
+        q.include(QueueId::Normal, b"b".to_vec(), Item::default(), t0);
         assert!(q.take_due(t0 + Duration::from_secs(4), false).is_empty());
         assert!(q.next_pass(t0, false).unwrap() >= t0 + Duration::from_secs(5));
         assert_eq!(q.next_pass(t0, true), Some(t0));

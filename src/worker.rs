@@ -22,16 +22,18 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::handler::rsynclist::{ListFlags, RsyncLists};
+use crate::handler::shelllist;
 use crate::monitor::inotify::{events, RawEvent};
 use crate::monitor::tree::{NodeId, Tree, ROOT};
 use crate::privsep::client::{path_cost, Client, ClientError, BATCH_BYTES};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    ExecEnv, ExitStatus, Kind, ListKind, RelPath, StatResult, Status, WatchResult,
+    CallArgs, ExecEnv, ExitStatus, Kind, ListKind, RelPath, StatResult, Status, SyncType,
+    WatchResult,
 };
-use crate::queue::{Batch, Delays, QueueId, Queues};
+use crate::queue::{Batch, Delays, Item, QueueId, Queues};
 use crate::rules::{self, ObjKind, Rules};
 use crate::testhooks::TestHooks;
 
@@ -70,11 +72,23 @@ pub fn signal_fd() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
+/// One handler call of a pass: its sealed lists and per-call values.
+struct Call {
+    lists: Vec<(ListKind, OwnedFd)>,
+    args: CallArgs,
+}
+
 struct Running {
     job: u64,
     batch: Batch,
     initial: bool,
+    /// Calls of this pass still to run after the current one (argv-size splits, per-path calls).
+    rest: VecDeque<Call>,
 }
+
+/// inotify bits clsync reports for nodes found by a walk.
+const CREATED_DIR: u32 = libc::IN_CREATE | libc::IN_ISDIR;
+const CREATED_FILE: u32 = libc::IN_CREATE;
 
 /// What a walk does with the directories it finds.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,13 +96,17 @@ struct WalkMode {
     watch: bool,
     /// Queue for the exclude lines the rules produce.
     excludes: QueueId,
+    /// Non-rsync modes: queue every node found, one by one, into this queue.
+    nodes: Option<QueueId>,
     /// Compare with what the tree already holds and drop directories that are gone (rescan).
     prune: bool,
 }
 
 pub struct Worker {
     cfg: Config,
-    lists: Vec<ListKind>,
+    policy: ExecPolicy,
+    /// simple mode: one handler call per raw event, in order, no aggregation.
+    fifo: VecDeque<(Vec<u8>, u32)>,
     client: Client,
     inotify: OwnedFd,
     helper: Pid,
@@ -104,6 +122,7 @@ pub struct Worker {
     retry_at: Option<Instant>,
     initial_done: bool,
     quitting: bool,
+    resync: bool,
     exit_code: Option<i32>,
     buf: Vec<u8>,
     hooks: TestHooks,
@@ -124,10 +143,11 @@ impl Worker {
                 bigfile: Duration::from_secs(s.cfg.delay_bigfile),
             }
         };
-        let lists = ExecPolicy::from_config(&s.cfg).lists();
+        let policy = ExecPolicy::from_config(&s.cfg);
         Worker {
             rules: s.cfg.rules.clone(),
-            lists,
+            policy,
+            fifo: VecDeque::new(),
             cfg: s.cfg,
             client: s.client,
             inotify: s.inotify,
@@ -143,6 +163,7 @@ impl Worker {
             retry_at: None,
             initial_done: false,
             quitting: false,
+            resync: false,
             exit_code: None,
             // inotify needs room for at least one event with a maximal name.
             buf: vec![0u8; 256 * 1024],
@@ -209,11 +230,17 @@ impl Worker {
     fn main(&mut self) -> Result<i32, ClientError> {
         self.client.handshake()?;
         let started = Instant::now();
+        let rsync = self.cfg.mode.is_rsync();
+        let initial = !self.cfg.skip_initialsync;
         let mode = WalkMode {
             watch: !self.cfg.only_initialsync,
             excludes: QueueId::Instant,
+            nodes: (!rsync && initial).then_some(QueueId::Instant),
             prune: false,
         };
+        if mode.nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
+            self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
+        }
         self.walk(vec![ROOT], mode)?;
         crate::info!(
             "watching {} directories ({} entries walked in {:.3}s)",
@@ -221,12 +248,15 @@ impl Worker {
             self.tree.len(),
             started.elapsed().as_secs_f64()
         );
-        if self.cfg.skip_initialsync {
+        if !initial {
             self.queues = Queues::new(self.delays());
             self.mark_ready();
-        } else {
-            self.queues
-                .include(QueueId::Instant, Vec::new(), true, Instant::now());
+        } else if rsync {
+            // One recursive entry for the whole tree; the walk collected the excludes.
+            self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, true));
+        } else if self.pending_empty() {
+            // Nothing the rules let us sync: the initial sync is trivially done.
+            self.mark_ready();
         }
         loop {
             // Handler exits may have arrived while we waited for another reply (a walk, a
@@ -240,14 +270,11 @@ impl Worker {
             let now = Instant::now();
             if self.running.is_none() {
                 let ignore = self.quitting || self.cfg.exit_on_no_events;
-                let due = self
-                    .queues
-                    .next_pass(now, ignore)
-                    .map(|d| self.retry_at.map_or(d, |r| d.max(r)));
+                let due = self.next_pass(now, ignore);
                 if due.is_some_and(|d| d <= now) && self.start_pass(now, ignore)? {
                     continue;
                 }
-                if self.queues.is_empty() && self.initial_done {
+                if self.pending_empty() && self.initial_done {
                     if self.quitting {
                         return Ok(0);
                     }
@@ -258,11 +285,9 @@ impl Worker {
             }
             let timeout = match (
                 self.running.is_some(),
-                self.queues
-                    .next_pass(now, self.quitting || self.cfg.exit_on_no_events),
+                self.next_pass(now, self.quitting || self.cfg.exit_on_no_events),
             ) {
                 (false, Some(d)) => {
-                    let d = self.retry_at.map_or(d, |r| d.max(r));
                     let ms = d
                         .saturating_duration_since(now)
                         .as_millis()
@@ -293,18 +318,77 @@ impl Worker {
             };
             if sig {
                 self.on_signals();
+                if std::mem::take(&mut self.resync) {
+                    self.full_resync()?;
+                }
             }
             if chan {
                 self.client.pump()?;
             }
             if ino {
                 self.read_events()?;
-            } else if timeout == PollTimeout::ZERO && !sig && !chan && self.queues.is_empty() {
+            } else if timeout == PollTimeout::ZERO && !sig && !chan && self.pending_empty() {
                 // --exit-on-no-events: the first poll that finds nothing ends the daemon.
                 crate::info!("no events left: exiting (--exit-on-no-events)");
                 return Ok(0);
             }
         }
+    }
+
+    /// When the next pass may start (None: nothing pending), retry back-off included.
+    fn next_pass(&self, now: Instant, ignore_delays: bool) -> Option<Instant> {
+        let due = if self.fifo.is_empty() {
+            self.queues.next_pass(now, ignore_delays)?
+        } else {
+            now
+        };
+        Some(self.retry_at.map_or(due, |r| due.max(r)))
+    }
+
+    /// Queues the whole tree again (SIGUSR2, queue overflow): rescans it, watching what is new
+    /// and forgetting what is gone; then one recursive entry (rsync modes) or every node.
+    fn full_resync(&mut self) -> Result<(), ClientError> {
+        let rsync = self.cfg.mode.is_rsync();
+        let nodes = (!rsync).then_some(QueueId::Instant);
+        if nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
+            self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
+        }
+        let mode = WalkMode {
+            watch: true,
+            excludes: QueueId::Instant,
+            nodes,
+            prune: true,
+        };
+        self.walk(vec![ROOT], mode)?;
+        if rsync {
+            self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, true));
+        }
+        Ok(())
+    }
+
+    fn pending_empty(&self) -> bool {
+        self.queues.is_empty() && self.fifo.is_empty()
+    }
+
+    /// Puts a path to sync where the mode wants it: simple mode runs one call per event in
+    /// order; the others aggregate in the queues.
+    fn enqueue(&mut self, q: QueueId, path: Vec<u8>, item: Item) {
+        if self.cfg.mode == Mode::Simple {
+            self.fifo.push_back((path, item.mask));
+        } else {
+            self.queues.include(q, path, item, Instant::now());
+        }
+    }
+
+    fn exclude(&mut self, q: QueueId, path: Vec<u8>) {
+        if self.cfg.mode != Mode::Simple {
+            self.queues.exclude(q, path, Instant::now());
+        }
+    }
+
+    /// Whether the rules let `path` be synced.
+    fn sync_allowed(&self, path: &[u8], kind: ObjKind) -> bool {
+        self.rules.is_empty() || self.rules.perm(path, kind, rules::SYNC) & rules::SYNC != 0
     }
 
     fn delays(&self) -> Delays {
@@ -338,8 +422,7 @@ impl Worker {
                 }
                 Signal::SIGUSR2 => {
                     crate::info!("SIGUSR2: full re-sync queued");
-                    self.queues
-                        .include(QueueId::Instant, Vec::new(), true, Instant::now());
+                    self.resync = true;
                 }
                 other => crate::debug!(1, "{other} ignored"),
             }
@@ -361,7 +444,7 @@ impl Worker {
     /// Watches and lists the directories in `start` and everything below them that the rules
     /// let us walk, in batches: one Watch and one Scan request per batch of directories.
     fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
-        let need_files = !self.rules.is_empty();
+        let need_files = !self.rules.is_empty() || mode.nodes.is_some();
         let mut todo: VecDeque<NodeId> = start.into();
         while !todo.is_empty() {
             let mut ids = Vec::new();
@@ -417,7 +500,9 @@ impl Worker {
                             )
                         };
                         if perm & rules::SYNC == 0 {
-                            self.queues.exclude(mode.excludes, rel().0, Instant::now());
+                            self.exclude(mode.excludes, rel().0);
+                        } else if let Some(q) = mode.nodes {
+                            self.enqueue(q, rel().0, Item::new(CREATED_DIR, false));
                         }
                         if perm & rules::WALK != 0 {
                             if mode.prune {
@@ -430,13 +515,11 @@ impl Worker {
                         }
                     } else if need_files {
                         // As in clsync's initial walk, every non-directory counts as a file.
-                        if self
-                            .rules
-                            .perm(rel().as_bytes(), ObjKind::File, rules::SYNC)
-                            & rules::SYNC
-                            == 0
-                        {
-                            self.queues.exclude(mode.excludes, rel().0, Instant::now());
+                        let path = rel().0;
+                        if !self.sync_allowed(&path, ObjKind::File) {
+                            self.exclude(mode.excludes, path);
+                        } else if let Some(q) = mode.nodes {
+                            self.enqueue(q, path, Item::new(CREATED_FILE, false));
                         }
                     }
                 }
@@ -487,7 +570,7 @@ impl Worker {
     fn read_events(&mut self) -> Result<(), ClientError> {
         let mut overflow = false;
         let mut new_dirs: Vec<NodeId> = Vec::new();
-        let mut to_stat: Vec<RelPath> = Vec::new();
+        let mut to_stat: Vec<(RelPath, u32)> = Vec::new();
         let mut moves: HashMap<u32, (NodeId, bool)> = HashMap::new();
         let mut buf = std::mem::take(&mut self.buf);
         loop {
@@ -521,9 +604,14 @@ impl Worker {
         }
         self.classify_files(to_stat)?;
         if !new_dirs.is_empty() {
+            // New directories are watched, then listed: what was created in them before the
+            // watch existed is synced too (recursively in the rsync modes, node by node in the
+            // others).
+            let nodes = (!self.cfg.mode.is_rsync()).then_some(QueueId::Normal);
             let mode = WalkMode {
                 watch: true,
                 excludes: QueueId::Normal,
+                nodes,
                 prune: false,
             };
             self.walk(new_dirs, mode)?;
@@ -532,14 +620,7 @@ impl Worker {
             crate::warning!(
                 "inotify queue overflow: rescanning the whole tree and syncing what differs"
             );
-            let mode = WalkMode {
-                watch: true,
-                excludes: QueueId::Instant,
-                prune: true,
-            };
-            self.walk(vec![ROOT], mode)?;
-            self.queues
-                .include(QueueId::Instant, Vec::new(), true, Instant::now());
+            self.full_resync()?;
         }
         Ok(())
     }
@@ -548,7 +629,7 @@ impl Worker {
         &mut self,
         ev: &RawEvent<'_>,
         new_dirs: &mut Vec<NodeId>,
-        to_stat: &mut Vec<RelPath>,
+        to_stat: &mut Vec<(RelPath, u32)>,
         moves: &mut HashMap<u32, (NodeId, bool)>,
     ) {
         let Some(node) = self.tree.by_wd(ev.wd) else {
@@ -566,14 +647,19 @@ impl Worker {
             self.tree.forget_wd(ev.wd);
             return;
         }
-        let now = Instant::now();
+        // The bits clsync passes on (%EVENT-MASK%, shell list lines).
+        let mask = ev.mask & !(libc::IN_IGNORED | libc::IN_Q_OVERFLOW | libc::IN_UNMOUNT);
+        let rsync = self.cfg.mode.is_rsync();
         if ev.name.is_empty() {
             if node == ROOT && ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) {
                 crate::error!("the watch dir was deleted or moved away: exiting");
                 self.exit_code.get_or_insert(1);
             } else if ev.has(libc::IN_ATTRIB) {
-                self.queues
-                    .include(QueueId::Normal, self.tree.path(node).0, false, now);
+                self.enqueue(
+                    QueueId::Normal,
+                    self.tree.path(node).0,
+                    Item::new(mask, false),
+                );
             }
             return;
         }
@@ -584,10 +670,12 @@ impl Worker {
             } else {
                 self.rules.perm(path.as_bytes(), ObjKind::Dir, rules::ALL)
             };
+            // In the rsync modes a directory that appears, moves or goes is synced recursively
+            // (so rsync copies or deletes its whole content); the other modes list each node.
+            let whole = Item::new(mask, rsync);
             if ev.has(libc::IN_MOVED_FROM) {
-                // Until its pair arrives, the old name is gone: sync it recursively (deletes).
-                self.queues
-                    .include(QueueId::Normal, path.0.clone(), true, now);
+                // Until its pair arrives, the old name is gone.
+                self.enqueue(QueueId::Normal, path.0.clone(), whole);
                 if let Some(child) = self.tree.child(node, ev.name) {
                     moves.insert(ev.cookie, (child, true));
                 }
@@ -598,15 +686,18 @@ impl Worker {
                     let _ = self.client.unwatch(dropped);
                 }
                 if perm & rules::SYNC != 0 {
-                    self.queues.include(QueueId::Normal, path.0, true, now);
+                    self.enqueue(QueueId::Normal, path.0, whole);
+                    if !rsync {
+                        new_dirs.push(child);
+                    }
                 } else {
-                    self.queues.exclude(QueueId::Normal, path.0, now);
+                    self.exclude(QueueId::Normal, path.0);
                 }
             } else if ev.has(libc::IN_CREATE | libc::IN_MOVED_TO) {
                 if perm & rules::SYNC != 0 {
-                    self.queues.include(QueueId::Normal, path.0, true, now);
+                    self.enqueue(QueueId::Normal, path.0, whole);
                 } else {
-                    self.queues.exclude(QueueId::Normal, path.0, now);
+                    self.exclude(QueueId::Normal, path.0);
                 }
                 if perm & (rules::MONITOR | rules::WALK) != 0 {
                     if let Some(child) = self.tree.add(node, ev.name) {
@@ -615,31 +706,44 @@ impl Worker {
                 }
             } else if ev.has(libc::IN_DELETE) {
                 if let Some(child) = self.tree.child(node, ev.name) {
-                    let wds = self.tree.remove(child);
-                    drop(wds); // the kernel drops them itself (IN_IGNORED follows)
+                    // The kernel drops the watches itself (IN_IGNORED follows).
+                    let _ = self.tree.remove(child);
                 }
-                self.queues.include(QueueId::Normal, path.0, true, now);
+                self.enqueue(QueueId::Normal, path.0, whole);
             } else if ev.has(libc::IN_ATTRIB) && perm & rules::SYNC != 0 {
-                self.queues.include(QueueId::Normal, path.0, false, now);
+                self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
             }
             return;
         }
         if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
             // Gone: no type to check; a deleted path is always synced so the copy follows.
-            self.queues.include(QueueId::Normal, path.0, false, now);
+            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
         } else {
-            to_stat.push(path);
+            to_stat.push((path, mask));
         }
     }
 
     /// Sorts changed files into the ordinary or the big-file queue by size, after the rules.
-    fn classify_files(&mut self, mut paths: Vec<RelPath>) -> Result<(), ClientError> {
-        paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        paths.dedup();
+    /// (simple mode keeps every event, in order; the others merge a path's events.)
+    fn classify_files(&mut self, mut paths: Vec<(RelPath, u32)>) -> Result<(), ClientError> {
+        if self.cfg.mode != Mode::Simple {
+            let mut at: HashMap<RelPath, usize> = HashMap::new();
+            let mut merged: Vec<(RelPath, u32)> = Vec::with_capacity(paths.len());
+            for (p, m) in paths {
+                match at.get(&p) {
+                    Some(&i) => merged[i].1 |= m,
+                    None => {
+                        at.insert(p.clone(), merged.len());
+                        merged.push((p, m));
+                    }
+                }
+            }
+            paths = merged;
+        }
         while !paths.is_empty() {
             let mut cost = 0;
             let mut take = 0;
-            for p in &paths {
+            for (p, _) in &paths {
                 cost += path_cost(p);
                 // Both the request and the reply (≤ 12 bytes per result) must fit a datagram.
                 if take > 0 && (cost > BATCH_BYTES || take >= MAX_BATCH_DIRS) {
@@ -648,9 +752,10 @@ impl Worker {
                 take += 1;
             }
             let rest = paths.split_off(take);
-            let results = self.client.stat(paths.clone())?;
-            let now = Instant::now();
-            for (p, r) in paths.into_iter().zip(results) {
+            let results = self
+                .client
+                .stat(paths.iter().map(|(p, _)| p.clone()).collect())?;
+            for ((p, mask), r) in paths.into_iter().zip(results) {
                 let (kind, size) = match r {
                     StatResult::Found { kind, size } => (kind, size),
                     // Vanished since the event: sync it anyway (the copy must lose it too).
@@ -661,9 +766,7 @@ impl Worker {
                     Kind::Dir => ObjKind::Dir,
                     _ => ObjKind::Other,
                 };
-                if !self.rules.is_empty()
-                    && self.rules.perm(p.as_bytes(), okind, rules::SYNC) & rules::SYNC == 0
-                {
+                if !self.sync_allowed(p.as_bytes(), okind) {
                     continue;
                 }
                 let q = if size > self.cfg.threshold_bigfile {
@@ -671,7 +774,7 @@ impl Worker {
                 } else {
                     QueueId::Normal
                 };
-                self.queues.include(q, p.0, false, now);
+                self.enqueue(q, p.0, Item::new(mask, false));
             }
             paths = rest;
         }
@@ -682,34 +785,37 @@ impl Worker {
 
     /// Starts a sync pass with what is due; false if nothing was.
     fn start_pass(&mut self, now: Instant, ignore_delays: bool) -> Result<bool, ClientError> {
-        let batch = self.queues.take_due(now, ignore_delays);
+        let batch = match self.fifo.pop_front() {
+            // simple mode: one raw event per call
+            Some((p, mask)) => Batch {
+                includes: vec![(p, Item::new(mask, false))],
+                excludes: vec![],
+            },
+            None => self.queues.take_due(now, ignore_delays),
+        };
         if batch.is_empty() {
             return Ok(false);
         }
         let initial = !self.initial_done;
-        let mut lists = RsyncLists::new();
-        for (p, rec) in &batch.includes {
-            lists.add_include(
-                p,
-                if *rec {
-                    ListFlags::RECURSIVE
-                } else {
-                    ListFlags::NONE
-                },
-            );
-        }
-        for p in &batch.excludes {
-            lists.add_exclude(p);
-        }
-        let mut fds = Vec::new();
-        for kind in self.lists.clone() {
-            let fd = sealed_list(kind, &lists).map_err(|e| {
-                crate::error!("cannot build a list file: {e}");
-                ClientError::Unexpected("list building failed")
-            })?;
-            fds.push((kind, fd));
-        }
+        let mut calls: VecDeque<Call> = self.build_calls(&batch).map_err(|e| {
+            crate::error!("cannot build a list file: {e}");
+            ClientError::Unexpected("list building failed")
+        })?;
         self.iteration += 1;
+        let Some(first) = calls.pop_front() else {
+            return Ok(false);
+        };
+        let job = self.exec(first)?;
+        self.running = Some(Running {
+            job,
+            batch,
+            initial,
+            rest: calls,
+        });
+        Ok(true)
+    }
+
+    fn exec(&mut self, call: Call) -> Result<u64, ClientError> {
         let job = self.next_job;
         self.next_job += 1;
         let env = ExecEnv {
@@ -718,17 +824,123 @@ impl Worker {
         };
         crate::debug!(
             1,
-            "sync pass {job}: {} includes, {} excludes",
-            lists.include_len(),
-            lists.exclude_len()
+            "sync job {job}: {} paths, {:?}",
+            call.args.paths.len(),
+            call.args.sync_type
         );
-        self.client.exec(job, fds, env)?;
-        self.running = Some(Running {
-            job,
-            batch,
-            initial,
-        });
-        Ok(true)
+        self.client.exec(job, call.lists, env, call.args)?;
+        Ok(job)
+    }
+
+    /// Turns a batch into handler calls, as the mode and the template want them: rsync lists;
+    /// shell lists; paths in argv (split at clsync's 256 arguments); or one call per path.
+    fn build_calls(&self, batch: &Batch) -> std::io::Result<VecDeque<Call>> {
+        let want = self.policy.lists();
+        let mut calls = VecDeque::new();
+        if self.cfg.mode.is_rsync() {
+            let mut lists = RsyncLists::new();
+            for (p, it) in &batch.includes {
+                lists.add_include(
+                    p,
+                    if it.recursive {
+                        ListFlags::RECURSIVE
+                    } else {
+                        ListFlags::NONE
+                    },
+                );
+            }
+            for p in &batch.excludes {
+                lists.add_exclude(p);
+            }
+            crate::debug!(
+                2,
+                "rsync lists: {} includes, {} excludes",
+                lists.include_len(),
+                lists.exclude_len()
+            );
+            let mut fds = Vec::new();
+            for &kind in &want {
+                fds.push((
+                    kind,
+                    sealed(kind, |w| match kind {
+                        ListKind::Include => lists.write_include(w),
+                        ListKind::Exclude => lists.write_exclude(w),
+                    })?,
+                ));
+            }
+            let args = CallArgs {
+                sync_type: SyncType::Rsynclist,
+                event_mask: None,
+                paths: vec![],
+            };
+            calls.push_back(Call { lists: fds, args });
+            return Ok(calls);
+        }
+        let entries = &batch.includes;
+        let label = self.cfg.label.clone();
+        let shell_lists = |chunk: &[(Vec<u8>, Item)]| -> std::io::Result<Vec<(ListKind, OwnedFd)>> {
+            let mut fds = Vec::new();
+            for &kind in &want {
+                let fd = match kind {
+                    ListKind::Include => sealed(kind, |w| {
+                        shelllist::write_sync_lines(
+                            w,
+                            &label,
+                            chunk.iter().map(|(p, it)| (p.as_slice(), it.mask)),
+                        )
+                    })?,
+                    ListKind::Exclude => sealed(kind, |w| {
+                        shelllist::write_paths(w, batch.excludes.iter().map(Vec::as_slice))
+                    })?,
+                };
+                fds.push((kind, fd));
+            }
+            Ok(fds)
+        };
+        let max = self.policy.max_paths();
+        if self.cfg.mode == Mode::Simple || (max == 0 && want.is_empty()) {
+            // One call per path, with its own event mask.
+            for (p, it) in entries {
+                let paths = if max > 0 {
+                    vec![RelPath(p.clone())]
+                } else {
+                    vec![]
+                };
+                let args = CallArgs {
+                    sync_type: SyncType::Sync,
+                    event_mask: Some(it.mask),
+                    paths,
+                };
+                calls.push_back(Call {
+                    lists: shell_lists(std::slice::from_ref(&(p.clone(), *it)))?,
+                    args,
+                });
+            }
+        } else if max > 0 {
+            for chunk in entries.chunks(max) {
+                let paths = chunk.iter().map(|(p, _)| RelPath(p.clone())).collect();
+                let args = CallArgs {
+                    sync_type: SyncType::Synclist,
+                    event_mask: None,
+                    paths,
+                };
+                calls.push_back(Call {
+                    lists: shell_lists(chunk)?,
+                    args,
+                });
+            }
+        } else {
+            let args = CallArgs {
+                sync_type: SyncType::Synclist,
+                event_mask: None,
+                paths: vec![],
+            };
+            calls.push_back(Call {
+                lists: shell_lists(entries)?,
+                args,
+            });
+        }
+        Ok(calls)
     }
 
     fn on_exit(&mut self, job: u64, status: ExitStatus) -> Result<(), ClientError> {
@@ -740,6 +952,12 @@ impl Worker {
             ExitStatus::Signal(s) => 128 + s,
         };
         if self.cfg.exit_ok(code) {
+            let mut run = run;
+            if let Some(next) = run.rest.pop_front() {
+                run.job = self.exec(next)?;
+                self.running = Some(run);
+                return Ok(());
+            }
             self.tries = 0;
             self.retry_at = None;
             if run.initial {
@@ -772,7 +990,13 @@ impl Worker {
             );
             self.status = Status::SynchandlerError;
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-            run.batch.requeue(&mut self.queues, Instant::now());
+            if self.cfg.mode == Mode::Simple {
+                for (p, it) in run.batch.includes.into_iter().rev() {
+                    self.fifo.push_front((p, it.mask));
+                }
+            } else {
+                run.batch.requeue(&mut self.queues, Instant::now());
+            }
             if run.initial {
                 self.initial_done = false;
             }
@@ -787,8 +1011,11 @@ impl Worker {
     }
 }
 
-/// Writes one list into a memfd and seals it against any further change.
-fn sealed_list(kind: ListKind, lists: &RsyncLists) -> std::io::Result<OwnedFd> {
+/// Writes a list into a memfd with `write` and seals it against any further change.
+fn sealed(
+    kind: ListKind,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<OwnedFd> {
     let name = if kind == ListKind::Include {
         "clsync-list"
     } else {
@@ -798,10 +1025,7 @@ fn sealed_list(kind: ListKind, lists: &RsyncLists) -> std::io::Result<OwnedFd> {
     let mut f = std::fs::File::from(fd);
     {
         let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut f);
-        match kind {
-            ListKind::Include => lists.write_include(&mut w)?,
-            ListKind::Exclude => lists.write_exclude(&mut w)?,
-        }
+        write(&mut w)?;
         w.flush()?;
     }
     let fd = OwnedFd::from(f);

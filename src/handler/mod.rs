@@ -2,3 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod rsynclist;
+pub mod shelllist;
+pub mod template;

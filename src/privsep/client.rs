@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::privsep::protocol::{
-    Channel, Entry, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath, Reply, Request,
-    StatResult, WatchResult, MAX_DATAGRAM, VERSION,
+    CallArgs, Channel, Entry, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath,
+    Reply, Request, StatResult, WatchResult, MAX_DATAGRAM, VERSION,
 };
 
 /// Room a path takes in a batched request (postcard: length varint + bytes), with slack.
@@ -165,7 +165,13 @@ impl Client {
         }
     }
 
-    pub fn exec(&mut self, job: u64, lists: Vec<(ListKind, OwnedFd)>, env: ExecEnv) -> Result<i32> {
+    pub fn exec(
+        &mut self,
+        job: u64,
+        lists: Vec<(ListKind, OwnedFd)>,
+        env: ExecEnv,
+        call: CallArgs,
+    ) -> Result<i32> {
         let kinds: Vec<ListKind> = lists.iter().map(|(k, _)| *k).collect();
         let fds: Vec<_> = lists.iter().map(|(_, f)| f.as_raw_fd()).collect();
         self.chan.send(
@@ -174,6 +180,7 @@ impl Client {
                 handler: HandlerRef::Sync,
                 lists: kinds,
                 env,
+                call,
             },
             &fds,
         )?;

@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use crate::privsep::protocol::{
-    encode, Channel, ExecEnv, HandlerRef, ListKind, RelPath, Request, Status, MAX_DATAGRAM, VERSION,
+    encode, CallArgs, Channel, ExecEnv, HandlerRef, ListKind, RelPath, Request, Status, SyncType,
+    MAX_DATAGRAM, VERSION,
 };
 
 fn memfd(sealed: bool) -> Option<OwnedFd> {
@@ -37,6 +38,11 @@ fn exec(lists: Vec<ListKind>) -> Request {
         job: 999,
         handler: HandlerRef::Sync,
         lists,
+        call: CallArgs {
+            sync_type: SyncType::Rsynclist,
+            event_mask: None,
+            paths: vec![],
+        },
         env: ExecEnv {
             status: Status::Running,
             iteration: 1,

@@ -27,10 +27,11 @@ use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 
-use crate::privsep::policy::{Arg, ExecPolicy};
+use crate::handler::template::path_arg;
+use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    Channel, Entry, ExecEnv, ExitStatus, Kind, ListKind, ProtoError, RelPath, Reply, Request,
-    StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
+    CallArgs, Channel, Entry, ExecEnv, ExitStatus, Kind, ListKind, ProtoError, RelPath, Reply,
+    Request, StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
 };
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
@@ -358,7 +359,8 @@ impl Helper {
                 handler: _,
                 lists,
                 env,
-            } => self.exec(job, &lists, fds, env),
+                call,
+            } => self.exec(job, &lists, fds, env, call),
             Request::Kill { job } => {
                 if let Some(j) = self.jobs.get(&job) {
                     let _ = killpg(j.pid, Signal::SIGTERM);
@@ -528,6 +530,7 @@ impl Helper {
         lists: &[ListKind],
         fds: Vec<OwnedFd>,
         env: ExecEnv,
+        call: CallArgs,
     ) -> Result<Option<End>, String> {
         let want = self.s.policy.lists();
         if lists != want.as_slice() {
@@ -535,6 +538,14 @@ impl Helper {
                 "exec with lists {lists:?}, the configured handler takes {want:?}"
             ));
         }
+        let max = self.s.policy.max_paths();
+        if call.paths.len() > max {
+            return Err(format!(
+                "exec with {} paths, the configured handler takes at most {max}",
+                call.paths.len()
+            ));
+        }
+        check_paths(&call.paths)?;
         if self.jobs.contains_key(&job) {
             return Err(format!("exec of job {job}, which is still running"));
         }
@@ -568,15 +579,25 @@ impl Helper {
             files.push(CString::new(name).unwrap_or_default());
             paths.insert(*kind, c);
         }
-        let argv: Vec<CString> = self
-            .s
-            .policy
-            .argv
+        let p = &self.s.policy;
+        let under = p.absolute_paths.then_some(p.watch_dir.as_slice());
+        let path_args: Vec<Vec<u8>> = call
+            .paths
             .iter()
-            .map(|a| match a {
-                Arg::Lit(s) => s.clone(),
-                Arg::List(k) => paths.get(k).cloned().unwrap_or_default(),
-            })
+            .map(|r| path_arg(r.as_bytes(), under))
+            .collect();
+        let list_path = |k: ListKind| {
+            paths
+                .get(&k)
+                .map(|c| c.as_bytes().to_vec())
+                .unwrap_or_default()
+        };
+        let rest = p
+            .template
+            .render(&list_path, call.sync_type, call.event_mask, &path_args);
+        // No NUL can be in there: paths were validated, the template came from a C argv.
+        let argv: Vec<CString> = std::iter::once(p.program.clone())
+            .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
             .collect();
         let envp: Vec<CString> = [
             format!("PATH={HANDLER_PATH}"),

@@ -1,7 +1,7 @@
 //! The frozen exec policy: what the helper will run, built from the trusted configuration before
-//! the fork and never changed by the worker. An Exec request only *selects* a configured handler
-//! and supplies list contents; every program path, argument, uid, gid and capability comes from
-//! here.
+//! the fork and never changed by the worker. An Exec request only *selects* the configured
+//! handler and supplies list contents and typed per-call values; the program path, the argument
+//! template, the uid, gid and capabilities all come from here.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -10,20 +10,19 @@ use std::os::unix::ffi::OsStrExt;
 use caps::Capability;
 
 use crate::config::{Config, Mode};
+use crate::handler::template::Template;
 use crate::privsep::protocol::ListKind;
 
-/// One element of an argument template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Arg {
-    Lit(CString),
-    /// Replaced by the path of the list file the helper wrote for this job.
-    List(ListKind),
-}
+/// clsync's limit on argv entries of one call; `%INCLUDE-LIST%` calls are split to fit it.
+pub const MAX_ARGV: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct ExecPolicy {
     pub program: CString,
-    pub argv: Vec<Arg>,
+    pub template: Template,
+    /// Paths in `%INCLUDE-LIST%` are absolute (simple mode) rather than relative.
+    pub absolute_paths: bool,
+    pub watch_dir: Vec<u8>,
     pub uid: u32,
     pub gid: u32,
     pub caps: Vec<Capability>,
@@ -31,48 +30,63 @@ pub struct ExecPolicy {
     pub keep_lists: bool,
 }
 
-fn lit(s: &str) -> Arg {
-    // Only administrator-supplied strings get here; an embedded NUL cannot come from a C argv.
-    Arg::Lit(CString::new(s).unwrap_or_default())
-}
-
-fn lit_bytes(b: &[u8]) -> Arg {
-    Arg::Lit(CString::new(b).unwrap_or_default())
+/// The default handler arguments of each mode (clsync 0.4.5's, see the man page).
+pub fn default_args(mode: Mode) -> Vec<&'static str> {
+    match mode {
+        Mode::Simple => vec!["sync", "%label%", "%EVENT-MASK%", "%INCLUDE-LIST%"],
+        Mode::Direct => vec!["%INCLUDE-LIST%", "%destination-dir%/"],
+        Mode::Shell => vec!["synclist", "%label%", "%INCLUDE-LIST-PATH%"],
+        Mode::RsyncShell => vec![
+            "rsynclist",
+            "%label%",
+            "%INCLUDE-LIST-PATH%",
+            "%EXCLUDE-LIST-PATH%",
+        ],
+        // clsync's argv plus --modify-window=-1: rsync's quick check otherwise compares whole
+        // seconds, so a file rewritten with the same size in the second of its last sync is
+        // skipped and the change is lost (clsync 0.4.5 loses it).
+        Mode::RsyncDirect => vec![
+            "-aH",
+            "--delete",
+            "--modify-window=-1",
+            "--exclude-from",
+            "%EXCLUDE-LIST-PATH%",
+            "--include-from",
+            "%INCLUDE-LIST-PATH%",
+            "--exclude=*",
+            "%watch-dir%/",
+            "%destination-dir%/",
+        ],
+    }
 }
 
 impl ExecPolicy {
     pub fn from_config(cfg: &Config) -> ExecPolicy {
         let program = CString::new(cfg.handler.as_os_str().as_bytes()).unwrap_or_default();
-        let argv = match cfg.mode {
-            // clsync's rsyncdirect argv: rsync -aH --delete --exclude-from L --include-from L
-            // --exclude=* W/ D/, plus --modify-window=-1: rsync's quick check otherwise compares
-            // whole seconds, so a file rewritten with the same size in the second of its last
-            // sync is skipped and the change is lost (clsync 0.4.5 loses it).
-            Mode::RsyncDirect => {
-                let mut w = cfg.watch_dir.as_os_str().as_bytes().to_vec();
-                w.push(b'/');
-                let mut d = cfg.destination.clone().unwrap_or_default().into_bytes();
-                if !d.ends_with(b"/") {
-                    d.push(b'/');
-                }
-                vec![
-                    Arg::Lit(program.clone()),
-                    lit("-aH"),
-                    lit("--delete"),
-                    lit("--modify-window=-1"),
-                    lit("--exclude-from"),
-                    Arg::List(ListKind::Exclude),
-                    lit("--include-from"),
-                    Arg::List(ListKind::Include),
-                    lit("--exclude=*"),
-                    lit_bytes(&w),
-                    lit_bytes(&d),
-                ]
+        let watch_dir = cfg.watch_dir.as_os_str().as_bytes().to_vec();
+        let lower = |name: &str| -> Option<Vec<u8>> {
+            match name {
+                "label" => Some(cfg.label.clone().into_bytes()),
+                "watch-dir" => Some(watch_dir.clone()),
+                "destination-dir" => cfg.destination.clone().map(String::into_bytes),
+                "sync-handler" => Some(cfg.handler.as_os_str().as_bytes().to_vec()),
+                "mode" => Some(cfg.mode.name().as_bytes().to_vec()),
+                _ => None,
             }
         };
+        let args: Vec<Vec<u8>> = match &cfg.handler_args {
+            Some(a) => a.clone(),
+            None => default_args(cfg.mode)
+                .into_iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+        };
+        let template = Template::parse(&args, false, &lower);
         ExecPolicy {
             program,
-            argv,
+            template,
+            absolute_paths: cfg.mode == Mode::Simple,
+            watch_dir: watch_dir.clone(),
             uid: cfg.handler_uid,
             gid: cfg.handler_gid,
             caps: cfg.handler_caps.clone(),
@@ -81,14 +95,19 @@ impl ExecPolicy {
         }
     }
 
-    /// The list files the template needs, in template order. An Exec must send exactly these.
+    /// The list files the template needs, in order. An Exec must send exactly these.
     pub fn lists(&self) -> Vec<ListKind> {
-        self.argv
-            .iter()
-            .filter_map(|a| match a {
-                Arg::List(k) => Some(*k),
-                Arg::Lit(_) => None,
-            })
-            .collect()
+        self.template.lists()
+    }
+
+    /// Most paths one call may carry (0 when the template takes none).
+    pub fn max_paths(&self) -> usize {
+        if self.template.takes_paths() {
+            MAX_ARGV
+                .saturating_sub(1 + self.template.fixed_len())
+                .max(1)
+        } else {
+            0
+        }
     }
 }

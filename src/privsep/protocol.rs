@@ -137,6 +137,39 @@ pub enum HandlerRef {
     Sync,
 }
 
+/// clsync's `%TYPE%` words.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncType {
+    /// One call per path (simple mode, or no list at all).
+    Sync,
+    /// A list of paths (direct, shell).
+    Synclist,
+    /// rsync include/exclude lists.
+    Rsynclist,
+    /// A recursive call for a whole tree (--have-recursive-sync).
+    Initialsync,
+}
+
+impl SyncType {
+    pub fn word(self) -> &'static str {
+        match self {
+            SyncType::Sync => "sync",
+            SyncType::Synclist => "synclist",
+            SyncType::Rsynclist => "rsynclist",
+            SyncType::Initialsync => "initialsync",
+        }
+    }
+}
+
+/// The per-call values of an Exec: typed, and the paths re-checked by the helper.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CallArgs {
+    pub sync_type: SyncType,
+    pub event_mask: Option<u32>,
+    /// For a template with `%INCLUDE-LIST%`: relative paths (empty = the root).
+    pub paths: Vec<RelPath>,
+}
+
 /// clsync's status words, as the handler sees them in CLSYNC_STATUS.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -198,11 +231,13 @@ pub enum Request {
         paths: Vec<RelPath>,
     },
     /// Run a configured handler; `lists.len()` sealed memfds ride along with this datagram.
+    /// `call` fills the template's per-call slots (%TYPE%, %EVENT-MASK%, %INCLUDE-LIST%).
     Exec {
         job: u64,
         handler: HandlerRef,
         lists: Vec<ListKind>,
         env: ExecEnv,
+        call: CallArgs,
     },
     /// SIGTERM the job's process group.
     Kill {
@@ -505,6 +540,11 @@ mod tests {
                 env: ExecEnv {
                     status: Status::Running,
                     iteration: 3,
+                },
+                call: CallArgs {
+                    sync_type: SyncType::Synclist,
+                    event_mask: Some(256),
+                    paths: vec![RelPath(b"-rf".to_vec())],
                 },
             },
             Request::Kill { job: 7 },
