@@ -50,7 +50,8 @@ fn parse_codes(s: &str) -> Result<Vec<i32>, String> {
     name = "clsync",
     version,
     about = "Live file-sync daemon: inotify + aggregation + rsync, privilege-separated and sandboxed",
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    args_override_self = true
 )]
 pub struct Cli {
     /// Directory to watch (required)
@@ -205,4 +206,37 @@ pub struct Cli {
     /// Arguments for the sync handler (replace the mode's default arguments)
     #[arg(value_name = "HANDLER-ARGS")]
     pub handler_args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("clsync").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones_and_lists_accumulate() {
+        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
+        assert_eq!(c.delay_sync, 5);
+        assert_eq!(c.delay_collect, 8, "a leading 0 is octal, as strtol(…, 0)");
+        assert_eq!(c.ignore_exitcode, vec![vec![23], vec![24, 25]]);
+    }
+
+    #[test]
+    fn positional_arguments_anywhere_and_after_double_dash() {
+        let c = parse(&["-Mdirect", "a", "-W", "x", "--", "-b", "%INCLUDE-LIST%"]);
+        assert_eq!(c.mode, Some(ModeArg::Direct));
+        assert_eq!(c.watch_dir.as_deref(), Some("x"));
+        assert_eq!(c.handler_args, ["a", "-b", "%INCLUDE-LIST%"]);
+    }
+
+    #[test]
+    fn numbers_are_checked() {
+        assert_eq!(parse_num(" 0x10\n"), Ok(16));
+        assert!(parse_num("12abc")
+            .unwrap_err()
+            .contains("can't be parsed as a number"));
+    }
 }

@@ -187,6 +187,10 @@ pub fn audit(action: &str, fields: &[(&str, &dyn fmt::Display)]) {
         line.push_str(&quote(&v.to_string()));
     }
     line.push('\n');
+    // -q silences the terminal, never the syslog audit trail.
+    if QUIET.load(Ordering::Relaxed) != 0 && OUTPUT.load(Ordering::Relaxed) != 2 {
+        return;
+    }
     let sev = if matches!(action, "refused" | "violation") {
         LOG_WARNING
     } else {

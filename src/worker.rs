@@ -785,13 +785,24 @@ impl Worker {
 
     /// Starts a sync pass with what is due; false if nothing was.
     fn start_pass(&mut self, now: Instant, ignore_delays: bool) -> Result<bool, ClientError> {
-        let batch = match self.fifo.pop_front() {
-            // simple mode: one raw event per call
-            Some((p, mask)) => Batch {
-                includes: vec![(p, Item::new(mask, false))],
+        let batch = if self.fifo.is_empty() {
+            self.queues.take_due(now, ignore_delays)
+        } else {
+            // simple mode: one call per raw event; the initial sync's calls form one pass.
+            let n = if self.initial_done {
+                1
+            } else {
+                self.fifo.len()
+            };
+            let includes = self
+                .fifo
+                .drain(..n)
+                .map(|(p, m)| (p, Item::new(m, false)))
+                .collect();
+            Batch {
+                includes,
                 excludes: vec![],
-            },
-            None => self.queues.take_due(now, ignore_delays),
+            }
         };
         if batch.is_empty() {
             return Ok(false);

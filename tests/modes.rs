@@ -1,0 +1,355 @@
+//! Every handler mode through the real helper, compared with what clsync 0.4.5 does (reference
+//! §4): a logging handler records each call's argv, CLSYNC_* environment and list-file contents,
+//! and the tests check them. List lines are compared as sets: clsync writes them in hash order.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One recorded handler call.
+#[derive(Debug)]
+struct Call {
+    argv: Vec<Vec<u8>>,
+    status: String,
+    iteration: String,
+    /// Contents of the arguments that are files in the daemon's lists directory.
+    lists: Vec<Vec<u8>>,
+}
+
+impl Call {
+    fn args(&self) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+    fn list_lines(&self, i: usize) -> BTreeSet<String> {
+        String::from_utf8_lossy(&self.lists[i])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Writes the logging handler: every call leaves `<ns>.argv` (NUL-separated arguments, then
+/// status and iteration) and `<ns>.list<N>` copies of its list files.
+fn logger(s: &Scratch) -> (PathBuf, PathBuf) {
+    let log = s.mkdir("calls");
+    let h = s.path("handler.sh");
+    let tmp = s.tmp();
+    write_script(
+        &h,
+        &format!(
+            r#"#!/bin/sh
+n=$(date +%s%N)
+printf '%s\0' "$@" > {log}/$n.argv.tmp
+printf '%s\0%s\0' "$CLSYNC_STATUS" "$CLSYNC_ITERATION" >> {log}/$n.argv.tmp
+i=0
+for a in "$@"; do
+  case "$a" in {tmp}/*) cp "$a" {log}/$n.list$i; i=$((i+1));; esac
+done
+mv {log}/$n.argv.tmp {log}/$n.argv
+exit 0
+"#,
+            log = log.display(),
+            tmp = tmp.display()
+        ),
+    );
+    (h, log)
+}
+
+fn calls(log: &Path) -> Vec<Call> {
+    let mut names: Vec<String> = fs::read_dir(log)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".argv"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let raw = fs::read(log.join(n)).unwrap();
+            let mut parts: Vec<Vec<u8>> = raw.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+            parts.pop(); // after the last NUL
+            let iteration = String::from_utf8_lossy(&parts.pop().unwrap()).into_owned();
+            let status = String::from_utf8_lossy(&parts.pop().unwrap()).into_owned();
+            let stem = n.trim_end_matches(".argv");
+            let mut lists = Vec::new();
+            while let Ok(b) = fs::read(log.join(format!("{stem}.list{}", lists.len()))) {
+                lists.push(b);
+            }
+            Call {
+                argv: parts,
+                status,
+                iteration,
+                lists,
+            }
+        })
+        .collect()
+}
+
+fn args(s: &Scratch, mode: &str, handler: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "-M".into(),
+        mode.into(),
+        "-W".into(),
+        s.src().into(),
+        "-S".into(),
+        handler.into(),
+        "-w0".into(),
+        "-t0".into(),
+        "-T0".into(),
+        "-H".into(),
+        "/NULL/".into(),
+    ];
+    v.extend(extra.iter().map(OsString::from));
+    v
+}
+
+/// The reference's sample tree: a.tmp, b.txt, sub/deep/x, keep/k.tmp.
+fn sample(s: &Scratch) {
+    let src = s.src();
+    for d in ["sub", "sub/deep", "keep"] {
+        fs::create_dir(src.join(d)).unwrap();
+    }
+    for f in ["a.tmp", "b.txt", "sub/deep/x", "keep/k.tmp"] {
+        fs::write(src.join(f), b"x\n").unwrap();
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Runs a daemon to its end with --exit-on-no-events and returns its calls.
+fn run_once(s: &Scratch, mode: &str, extra: &[&str]) -> Vec<Call> {
+    let (h, log) = logger(s);
+    let mut a = vec!["--exit-on-no-events"];
+    a.extend_from_slice(extra);
+    let mut d = Daemon::start(s, &args(s, mode, &h, &a), &[]);
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert!(st.success(), "exit {st}; stderr:\n{}", d.stderr());
+    calls(&log)
+}
+
+#[test]
+fn shell_initial_sync_lists_every_node_with_clsyncs_masks() {
+    let s = Scratch::new("mode-shell-init");
+    sample(&s);
+    let c = run_once(&s, "shell", &[]);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let a = c[0].args();
+    assert_eq!(a[..2], ["synclist", "nolabel"]);
+    assert!(a[2].starts_with(&s.tmp().display().to_string()), "{a:?}");
+    assert_eq!(
+        (c[0].status.as_str(), c[0].iteration.as_str()),
+        ("initsync", "1")
+    );
+    assert_eq!(
+        c[0].list_lines(0),
+        set(&[
+            "sync nolabel 1073742080 ",
+            "sync nolabel 256 a.tmp",
+            "sync nolabel 256 b.txt",
+            "sync nolabel 1073742080 sub",
+            "sync nolabel 1073742080 sub/deep",
+            "sync nolabel 256 sub/deep/x",
+            "sync nolabel 1073742080 keep",
+            "sync nolabel 256 keep/k.tmp",
+        ])
+    );
+}
+
+#[test]
+fn rsyncshell_initial_sync_and_excludes_from_rules() {
+    let s = Scratch::new("mode-rsyncshell");
+    sample(&s);
+    let rules = s.path("rules");
+    fs::write(&rules, "-f\\.tmp$\n-d^sub/deep$\n+*\n").unwrap();
+    let c = run_once(
+        &s,
+        "rsyncshell",
+        &["-R", rules.to_str().unwrap(), "-l", "lbl"],
+    );
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let a = c[0].args();
+    assert_eq!(a[..2], ["rsynclist", "lbl"]);
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(c[0].list_lines(0), set(&["/***"]));
+    assert_eq!(
+        c[0].list_lines(1),
+        set(&["/sub/deep", "/keep/k.tmp", "/a.tmp"])
+    );
+}
+
+#[test]
+fn direct_passes_paths_that_cannot_be_options() {
+    let s = Scratch::new("mode-direct");
+    let src = s.src();
+    for f in ["-rf", "--help", "--reference=x", "plain"] {
+        fs::write(src.join(f), b"x\n").unwrap();
+    }
+    let (h, log) = logger(&s);
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "direct",
+            &h,
+            &["--exit-on-no-events", "-D", s.dst().to_str().unwrap()],
+        ),
+        &[],
+    );
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert!(st.success(), "{}", d.stderr());
+    let c = calls(&log);
+    assert_eq!(c.len(), 1);
+    let a: BTreeSet<String> = c[0].args().into_iter().collect();
+    let want = set(&[
+        ".",
+        "./-rf",
+        "./--help",
+        "./--reference=x",
+        "plain",
+        &format!("{}/", s.dst().display()),
+    ]);
+    assert_eq!(a, want);
+}
+
+#[test]
+fn direct_without_destination_is_refused_not_cp_to_root() {
+    let s = Scratch::new("mode-direct-nodest");
+    let mut d = Daemon::start(&s, &args(&s, "direct", Path::new("/bin/true"), &[]), &[]);
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert_eq!(st.code(), Some(22));
+    assert!(d.stderr().contains("--destination-dir"), "{}", d.stderr());
+}
+
+#[test]
+fn simple_runs_once_per_event_with_absolute_paths_and_masks() {
+    let s = Scratch::new("mode-simple");
+    fs::write(s.src().join("a.tmp"), b"x\n").unwrap();
+    let (h, log) = logger(&s);
+    let mut d = Daemon::start(&s, &args(&s, "simple", &h, &[]), &[]);
+    d.wait_ready();
+    let src = s.src().display().to_string();
+    let init = calls(&log);
+    let init_args: BTreeSet<Vec<String>> = init.iter().map(|c| c.args()).collect();
+    let want: BTreeSet<Vec<String>> = [
+        vec![
+            "sync".to_string(),
+            "nolabel".into(),
+            "1073742080".into(),
+            src.clone(),
+        ],
+        vec![
+            "sync".to_string(),
+            "nolabel".into(),
+            "256".into(),
+            format!("{src}/a.tmp"),
+        ],
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(init_args, want);
+    assert!(init.iter().all(|c| c.status == "initsync"));
+    fs::remove_file(s.src().join("a.tmp")).unwrap();
+    assert!(wait_for(SYNC_TIMEOUT, || calls(&log).len() > init.len()));
+    let last = calls(&log).pop().unwrap();
+    assert_eq!(
+        last.args(),
+        ["sync", "nolabel", "512", &format!("{src}/a.tmp")]
+    );
+    assert_eq!(last.status, "running");
+}
+
+#[test]
+fn shell_live_events_aggregate_per_path() {
+    let s = Scratch::new("mode-shell-live");
+    sample(&s);
+    let (h, log) = logger(&s);
+    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w1", "-t1", "-T1"]), &[]);
+    d.wait_ready();
+    let n0 = calls(&log).len();
+    let src = s.src();
+    fs::remove_file(src.join("a.tmp")).unwrap();
+    fs::create_dir_all(src.join("nd/n2")).unwrap();
+    fs::write(src.join("nd/n2/g"), b"g\n").unwrap();
+    let mut got = BTreeSet::new();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || {
+            got = calls(&log)
+                .iter()
+                .skip(n0)
+                .flat_map(|c| c.list_lines(0))
+                .collect();
+            got.contains("sync nolabel 512 a.tmp")
+                && got.iter().any(|l| l.ends_with(" nd/n2/g"))
+                && got.iter().any(|l| l.ends_with(" nd"))
+                && got.iter().any(|l| l.ends_with(" nd/n2"))
+        }),
+        "lines: {got:#?}"
+    );
+    assert!(got.contains("sync nolabel 1073742080 nd"), "{got:#?}");
+    d.stop();
+}
+
+#[test]
+fn custom_arguments_with_macros() {
+    let s = Scratch::new("mode-custom");
+    fs::write(s.src().join("f"), b"x\n").unwrap();
+    let c = run_once(
+        &s,
+        "direct",
+        &[
+            "-l",
+            "L",
+            "--",
+            "t=%TYPE%",
+            "%label%",
+            "%INCLUDE-LIST%",
+            "%FOO%",
+            "a%FOO%b",
+            "100%%",
+            "%watch-dir%",
+        ],
+    );
+    assert_eq!(c.len(), 1);
+    let a = c[0].args();
+    let n = a.len();
+    assert_eq!(a[..2], ["t=synclist", "L"]);
+    assert_eq!(
+        a[n - 4..],
+        ["%FOO%", "ab", "100%", &s.src().display().to_string()]
+    );
+    let paths: BTreeSet<String> = a[2..n - 4].iter().cloned().collect();
+    assert_eq!(paths, set(&[".", "f"]));
+}
+
+#[test]
+fn include_list_is_split_at_256_arguments() {
+    let s = Scratch::new("mode-split");
+    for i in 0..300 {
+        fs::write(s.src().join(format!("f{i:03}")), b"x\n").unwrap();
+    }
+    let c = run_once(&s, "direct", &["-D", s.dst().to_str().unwrap()]);
+    assert!(c.len() >= 2, "{} calls", c.len());
+    let mut all = BTreeSet::new();
+    for call in &c {
+        assert!(
+            call.argv.len() + 1 <= 256,
+            "argv of {} entries",
+            call.argv.len() + 1
+        );
+        assert_eq!(
+            call.args().last().unwrap(),
+            &format!("{}/", s.dst().display())
+        );
+        all.extend(call.args()[..call.argv.len() - 1].iter().cloned());
+    }
+    assert_eq!(all.len(), 301, "every path once: 300 files and the root");
+}
