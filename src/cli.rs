@@ -94,6 +94,15 @@ pub struct Cli {
     #[arg(short = 'x', long = "ignore-exitcode", value_parser = parse_codes, action = ArgAction::Append)]
     pub ignore_exitcode: Vec<Vec<i32>>,
 
+    /// Seconds a handler may run; then its process group is killed and the sync counts as failed
+    /// (0 = no limit)
+    #[arg(short = 'k', long = "timeout-sync", value_parser = parse_num, default_value = "86400")]
+    pub timeout_sync: u64,
+
+    /// After the last try of a failed sync, go on as if it succeeded
+    #[arg(long = "ignore-failures")]
+    pub ignore_failures: bool,
+
     /// Total tries of a failing sync (0 = forever)
     #[arg(short = 'r', long = "retries", value_parser = parse_num, default_value = "1")]
     pub retries: u64,

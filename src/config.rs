@@ -48,6 +48,12 @@ pub struct Config {
     /// The handler arguments given on the command line (None: the mode's defaults).
     pub handler_args: Option<Vec<Vec<u8>>>,
     pub rules: Rules,
+    /// The rules file, re-read (by the helper) on SIGHUP.
+    pub rules_file: Option<PathBuf>,
+    /// -k: seconds a handler may run before it is killed and counts as failed (0: no limit).
+    pub timeout_sync: u64,
+    /// --ignore-failures: a sync that failed every try is logged and skipped, not fatal.
+    pub ignore_failures: bool,
     pub delay_sync: u64,
     pub delay_collect: u64,
     pub delay_bigfile: u64,
@@ -333,6 +339,12 @@ impl Config {
             handler,
             handler_args,
             rules,
+            rules_file: cli
+                .rules_file
+                .as_ref()
+                .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
+            timeout_sync: cli.timeout_sync,
+            ignore_failures: cli.ignore_failures,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

@@ -84,6 +84,9 @@ struct Running {
     initial: bool,
     /// Calls of this pass still to run after the current one (argv-size splits, per-path calls).
     rest: VecDeque<Call>,
+    /// -k: when the current call is killed; `kills` counts the signals sent.
+    deadline: Option<Instant>,
+    kills: u32,
 }
 
 /// inotify bits clsync reports for nodes found by a walk.
@@ -123,6 +126,7 @@ pub struct Worker {
     initial_done: bool,
     quitting: bool,
     resync: bool,
+    reload: bool,
     exit_code: Option<i32>,
     buf: Vec<u8>,
     hooks: TestHooks,
@@ -164,6 +168,7 @@ impl Worker {
             initial_done: false,
             quitting: false,
             resync: false,
+            reload: false,
             exit_code: None,
             // inotify needs room for at least one event with a maximal name.
             buf: vec![0u8; 256 * 1024],
@@ -283,17 +288,32 @@ impl Worker {
                     }
                 }
             }
+            // A running handler past its -k deadline is killed (TERM, then KILL).
+            if let Some(run) = self.running.as_mut() {
+                if run.deadline.is_some_and(|d| d <= now) {
+                    run.kills += 1;
+                    run.deadline = Some(now + Duration::from_secs(2));
+                    let job = run.job;
+                    crate::warning!(
+                        "sync handler (job {job}) exceeded -k {}s: killing it",
+                        self.cfg.timeout_sync
+                    );
+                    self.client.kill(job)?;
+                }
+            }
+            let until = |d: Instant| {
+                let ms = d
+                    .saturating_duration_since(now)
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms.max(0)).unwrap_or(PollTimeout::MAX)
+            };
             let timeout = match (
-                self.running.is_some(),
+                self.running.as_ref().map(|r| r.deadline),
                 self.next_pass(now, self.quitting || self.cfg.exit_on_no_events),
             ) {
-                (false, Some(d)) => {
-                    let ms = d
-                        .saturating_duration_since(now)
-                        .as_millis()
-                        .min(i32::MAX as u128) as i32;
-                    PollTimeout::try_from(ms.max(0)).unwrap_or(PollTimeout::MAX)
-                }
+                (Some(Some(deadline)), _) => until(deadline),
+                (None, Some(d)) => until(d),
                 _ if self.cfg.exit_on_no_events && self.initial_done && self.running.is_none() => {
                     PollTimeout::ZERO
                 }
@@ -320,6 +340,9 @@ impl Worker {
                 self.on_signals();
                 if std::mem::take(&mut self.resync) {
                     self.full_resync()?;
+                }
+                if std::mem::take(&mut self.reload) {
+                    self.reload_rules()?;
                 }
             }
             if chan {
@@ -362,6 +385,37 @@ impl Worker {
         self.walk(vec![ROOT], mode)?;
         if rsync {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, true));
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: the helper reads the rules file again; a file that does not parse is rejected
+    /// with its error and the rules in force stay.
+    fn reload_rules(&mut self) -> Result<(), ClientError> {
+        let Some(path) = self.cfg.rules_file.clone() else {
+            crate::info!("SIGHUP: no rules file to reload");
+            return Ok(());
+        };
+        match self.client.read_rules()? {
+            Err(errno) => crate::error!(
+                "SIGHUP: cannot read the rules file {}: {}; keeping the current rules",
+                path.display(),
+                Errno::from_raw(errno)
+            ),
+            Ok(text) => match Rules::parse(&text) {
+                Ok(r) => {
+                    crate::info!(
+                        "SIGHUP: rules reloaded from {} ({} rules)",
+                        path.display(),
+                        r.len()
+                    );
+                    self.rules = r;
+                }
+                Err(e) => crate::error!(
+                    "SIGHUP: rules file {}: {e}; keeping the current rules",
+                    path.display()
+                ),
+            },
         }
         Ok(())
     }
@@ -424,6 +478,7 @@ impl Worker {
                     crate::info!("SIGUSR2: full re-sync queued");
                     self.resync = true;
                 }
+                Signal::SIGHUP => self.reload = true,
                 other => crate::debug!(1, "{other} ignored"),
             }
         }
@@ -817,13 +872,21 @@ impl Worker {
             return Ok(false);
         };
         let job = self.exec(first)?;
+        let deadline = self.deadline();
         self.running = Some(Running {
             job,
             batch,
             initial,
             rest: calls,
+            deadline,
+            kills: 0,
         });
         Ok(true)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        (self.cfg.timeout_sync > 0)
+            .then(|| Instant::now() + Duration::from_secs(self.cfg.timeout_sync))
     }
 
     fn exec(&mut self, call: Call) -> Result<u64, ClientError> {
@@ -962,10 +1025,18 @@ impl Worker {
             ExitStatus::Code(c) => c,
             ExitStatus::Signal(s) => 128 + s,
         };
-        if self.cfg.exit_ok(code) {
+        let timed_out = run.kills > 0;
+        if timed_out {
+            crate::error!(
+                "sync handler killed after exceeding -k {}s",
+                self.cfg.timeout_sync
+            );
+        }
+        if self.cfg.exit_ok(code) && !timed_out {
             let mut run = run;
             if let Some(next) = run.rest.pop_front() {
                 run.job = self.exec(next)?;
+                run.deadline = self.deadline();
                 self.running = Some(run);
                 return Ok(());
             }
@@ -1010,6 +1081,19 @@ impl Worker {
             }
             if run.initial {
                 self.initial_done = false;
+            }
+            return Ok(());
+        }
+        if self.cfg.ignore_failures {
+            crate::warning!(
+                "sync handler failed with exit code {code} after {} tries: going on (--ignore-failures)",
+                self.tries
+            );
+            self.tries = 0;
+            self.retry_at = None;
+            self.status = Status::Running;
+            if run.initial {
+                self.mark_ready();
             }
             return Ok(());
         }

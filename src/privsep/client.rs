@@ -191,6 +191,16 @@ impl Client {
         }
     }
 
+    /// The rules file's content as the helper reads it now: Ok(Err(errno)) if it cannot.
+    pub fn read_rules(&mut self) -> Result<std::result::Result<Vec<u8>, i32>> {
+        self.chan.send(&Request::ReadRules, &[])?;
+        match self.next()? {
+            Reply::Rules { errno: 0, text } => Ok(Ok(text)),
+            Reply::Rules { errno, .. } => Ok(Err(errno)),
+            _ => Err(ClientError::Unexpected("ReadRules")),
+        }
+    }
+
     pub fn kill(&mut self, job: u64) -> Result<()> {
         Ok(self.chan.send(&Request::Kill { job }, &[])?)
     }

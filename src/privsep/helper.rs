@@ -86,6 +86,8 @@ pub struct HelperSetup {
 struct Job {
     pid: Pid,
     files: Vec<CString>,
+    /// A Kill already sent SIGTERM; the next one sends SIGKILL.
+    termed: bool,
 }
 
 struct Helper {
@@ -362,11 +364,31 @@ impl Helper {
                 call,
             } => self.exec(job, &lists, fds, env, call),
             Request::Kill { job } => {
-                if let Some(j) = self.jobs.get(&job) {
-                    let _ = killpg(j.pid, Signal::SIGTERM);
-                    crate::log::audit("kill", audit_fields!["job" => job, "pid" => j.pid]);
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    let sig = if j.termed {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGTERM
+                    };
+                    j.termed = true;
+                    let _ = killpg(j.pid, sig);
+                    crate::log::audit(
+                        "kill",
+                        audit_fields!["job" => job, "pid" => j.pid, "signal" => sig],
+                    );
                 }
                 Ok(None)
+            }
+            Request::ReadRules => {
+                let (text, errno) = match &self.s.policy.rules_file {
+                    None => (Vec::new(), 0),
+                    Some(p) => match std::fs::read(p) {
+                        Ok(t) if t.len() <= MAX_DATAGRAM - 64 => (t, 0),
+                        Ok(_) => (Vec::new(), libc::EFBIG),
+                        Err(e) => (Vec::new(), e.raw_os_error().unwrap_or(libc::EIO)),
+                    },
+                };
+                self.send(&Reply::Rules { text, errno })
             }
             Request::Shutdown => Ok(Some(End::Done)),
             Request::Violation { syscall } => {
@@ -626,7 +648,14 @@ impl Helper {
                 "argv" => argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
             ],
         );
-        self.jobs.insert(job, Job { pid, files });
+        self.jobs.insert(
+            job,
+            Job {
+                pid,
+                files,
+                termed: false,
+            },
+        );
         self.send(&Reply::Started {
             job,
             pid: pid.as_raw(),
@@ -879,6 +908,7 @@ fn name(r: &Request) -> &'static str {
         Request::Stat { .. } => "Stat",
         Request::Exec { .. } => "Exec",
         Request::Kill { .. } => "Kill",
+        Request::ReadRules => "ReadRules",
         Request::Shutdown => "Shutdown",
         Request::Violation { .. } => "Violation",
     }

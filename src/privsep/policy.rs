@@ -28,6 +28,8 @@ pub struct ExecPolicy {
     pub caps: Vec<Capability>,
     pub label: String,
     pub keep_lists: bool,
+    /// The rules file the helper reads for the worker (ReadRules).
+    pub rules_file: Option<std::path::PathBuf>,
 }
 
 /// The default handler arguments of each mode (clsync 0.4.5's, see the man page).
@@ -92,6 +94,7 @@ impl ExecPolicy {
             caps: cfg.handler_caps.clone(),
             label: cfg.label.clone(),
             keep_lists: cfg.keep_lists,
+            rules_file: cfg.rules_file.clone(),
         }
     }
 

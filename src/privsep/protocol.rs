@@ -239,10 +239,13 @@ pub enum Request {
         env: ExecEnv,
         call: CallArgs,
     },
-    /// SIGTERM the job's process group.
+    /// End the job's process group: SIGTERM, SIGKILL when asked a second time.
     Kill {
         job: u64,
     },
+    /// The configured rules file's current content (at start and on SIGHUP: the worker cannot
+    /// open files, and editors replace the file, so a kept fd would go stale).
+    ReadRules,
     /// Orderly end: the helper ends any handler, cleans up and exits 0.
     Shutdown,
     /// Sent by the worker's SIGSYS handler, once, just before it exits.
@@ -274,6 +277,11 @@ pub enum Reply {
     Started {
         job: u64,
         pid: i32,
+    },
+    /// The rules file's content; `errno` != 0 if it could not be read.
+    Rules {
+        text: Vec<u8>,
+        errno: i32,
     },
     /// Unsolicited: a job's handler ended.
     Exited {
@@ -548,6 +556,7 @@ mod tests {
                 },
             },
             Request::Kill { job: 7 },
+            Request::ReadRules,
             Request::Shutdown,
             Request::Violation { syscall: 41 },
         ];
