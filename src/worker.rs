@@ -350,7 +350,13 @@ impl Worker {
             }
             if ino {
                 self.read_events()?;
-            } else if timeout == PollTimeout::ZERO && !sig && !chan && self.pending_empty() {
+            } else if self.cfg.exit_on_no_events
+                && self.initial_done
+                && self.running.is_none()
+                && !sig
+                && !chan
+                && self.pending_empty()
+            {
                 // --exit-on-no-events: the first poll that finds nothing ends the daemon.
                 crate::info!("no events left: exiting (--exit-on-no-events)");
                 return Ok(0);

@@ -1,0 +1,213 @@
+//! Handler results and timing (reference §2.4, §5): retries and exit codes, -x, --ignore-failures,
+//! -k killing a hanging handler, SIGHUP reloading rules (and refusing a broken file), and the
+//! big-file queue. Ordering is asserted, never durations.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A handler that appends one line per call (its first list file's lines, or "call") to
+/// `calls.log`, then runs `tail` (shell code) — e.g. `exit 5` or `sleep 30`.
+fn handler(s: &Scratch, tail: &str) -> (PathBuf, PathBuf) {
+    let log = s.path("calls.log");
+    let h = s.path("handler.sh");
+    write_script(
+        &h,
+        &format!(
+            "#!/bin/sh\necho \"call $$ $*\" >> {log}\nfor a in \"$@\"; do case \"$a\" in {tmp}/*) cat \"$a\" >> {log};; esac; done\n{tail}\n",
+            log = log.display(),
+            tmp = s.tmp().display()
+        ),
+    );
+    (h, log)
+}
+
+fn args(s: &Scratch, mode: &str, h: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "-M".into(),
+        mode.into(),
+        "-W".into(),
+        s.src().into(),
+        "-S".into(),
+        h.into(),
+        "-H".into(),
+        "/NULL/".into(),
+    ];
+    v.extend(extra.iter().map(OsString::from));
+    v
+}
+
+fn calls(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("call "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn log_text(log: &Path) -> String {
+    fs::read_to_string(log).unwrap_or_default()
+}
+
+#[test]
+fn failing_handler_exits_with_its_code_after_r_tries() {
+    let s = Scratch::new("res-retries");
+    let (h, log) = handler(&s, "exit 5");
+    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0", "-r3"]), &[]);
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert_eq!(st.code(), Some(5), "stderr:\n{}", d.stderr());
+    assert_eq!(calls(&log).len(), 3, "{}", log_text(&log));
+    assert!(d.stderr().contains("after 3 tries"), "{}", d.stderr());
+}
+
+#[test]
+fn ignored_exit_codes_count_as_success() {
+    let s = Scratch::new("res-x");
+    let (h, log) = handler(&s, "exit 5");
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "shell",
+            &h,
+            &["-w0", "-t0", "-x", "23,5", "--exit-on-no-events"],
+        ),
+        &[],
+    );
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert_eq!(st.code(), Some(0), "stderr:\n{}", d.stderr());
+    assert_eq!(calls(&log).len(), 1);
+    // `-x 0` clears the list again: then 5 is a failure.
+    let s = Scratch::new("res-x0");
+    let (h, _) = handler(&s, "exit 5");
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["-w0", "-t0", "-x", "5", "-x", "0"]),
+        &[],
+    );
+    assert_eq!(
+        d.wait_exit(START_TIMEOUT).and_then(|s| s.code()),
+        Some(5),
+        "{}",
+        d.stderr()
+    );
+}
+
+#[test]
+fn ignore_failures_keeps_the_daemon_running() {
+    let s = Scratch::new("res-ignore");
+    let (h, log) = handler(&s, "exit 5");
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["-w0", "-t0", "--ignore-failures"]),
+        &[],
+    );
+    d.wait_ready();
+    fs::write(s.src().join("after"), b"x").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" after")),
+        "{}",
+        log_text(&log)
+    );
+    assert!(d.try_wait().is_none(), "the daemon ended: {}", d.stderr());
+    assert!(d.stderr().contains("--ignore-failures"), "{}", d.stderr());
+    d.stop();
+}
+
+#[test]
+fn timeout_kills_a_hanging_handler_and_its_children() {
+    let s = Scratch::new("res-timeout");
+    let (h, log) = handler(
+        &s,
+        "sleep 300 & echo \"child $!\" >> $(dirname $0)/calls.log; wait",
+    );
+    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0", "-k1"]), &[]);
+    let st = d
+        .wait_exit(START_TIMEOUT)
+        .expect("daemon did not exit after -k");
+    assert_ne!(
+        st.code(),
+        Some(0),
+        "a timed-out sync is a failure: {}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("exceeded -k 1s"), "{}", d.stderr());
+    let child: i32 = log_text(&log)
+        .lines()
+        .find_map(|l| l.strip_prefix("child ").and_then(|p| p.trim().parse().ok()))
+        .expect("no child pid");
+    assert!(
+        wait_for(SYNC_TIMEOUT, || Proc::of(child).is_none_or(|p| !p.alive())),
+        "sleep {child} survived"
+    );
+}
+
+#[test]
+fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_broken() {
+    let s = Scratch::new("res-hup");
+    let rules = s.path("rules");
+    fs::write(&rules, "-f\\.tmp$\n+*\n").unwrap();
+    let (h, log) = handler(&s, "exit 0");
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "shell",
+            &h,
+            &["-w0", "-t0", "-R", rules.to_str().unwrap()],
+        ),
+        &[],
+    );
+    d.wait_ready();
+    // A broken file is refused and the old rules stay: a .tmp file is still not synced.
+    fs::write(&rules, "+*\n?broken\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_log(SYNC_TIMEOUT, "keeping the current rules");
+    assert!(d.stderr().contains("line 2"), "{}", d.stderr());
+    fs::write(s.src().join("one.tmp"), b"x").unwrap();
+    fs::write(s.src().join("marker1"), b"x").unwrap();
+    assert!(wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" marker1")));
+    assert!(!log_text(&log).contains("one.tmp"), "{}", log_text(&log));
+    // A valid file takes effect.
+    fs::write(&rules, "+*\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_log(SYNC_TIMEOUT, "rules reloaded");
+    fs::write(s.src().join("two.tmp"), b"x").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" two.tmp")),
+        "{}",
+        log_text(&log)
+    );
+    d.stop();
+}
+
+#[test]
+fn a_big_file_waits_for_the_big_file_queue() {
+    let s = Scratch::new("res-bigfile");
+    let (h, log) = handler(&s, "exit 0");
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["-w0", "-t0", "-T3", "-B", "100"]),
+        &[],
+    );
+    d.wait_ready();
+    fs::write(s.src().join("big"), vec![b'x'; 4096]).unwrap();
+    fs::write(s.src().join("small"), b"x").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" big")),
+        "{}",
+        log_text(&log)
+    );
+    let text = log_text(&log);
+    let small = text.find(" small").expect("small synced");
+    let big = text.find(" big").unwrap();
+    assert!(small < big, "the small file must go first:\n{text}");
+    // And in different passes: a "call" line sits between them.
+    assert!(text[small..big].contains("call "), "same pass:\n{text}");
+    d.stop();
+}
