@@ -94,6 +94,26 @@ pub struct Cli {
     #[arg(short = 'x', long = "ignore-exitcode", value_parser = parse_codes, action = ArgAction::Append)]
     pub ignore_exitcode: Vec<Vec<i32>>,
 
+    /// rsync modes: list every path to sync instead of excluding what the rules refuse
+    #[arg(long = "rsync-prefer-include")]
+    pub rsync_prefer_include: bool,
+
+    /// rsync modes: most include lines per call; longer lists are split (0 = no limit)
+    #[arg(long = "rsync-inclimit", value_parser = parse_num, default_value = "20000")]
+    pub rsync_inclimit: u64,
+
+    /// The initial sync takes everything, ignoring the rules
+    #[arg(short = 'F', long = "full-initialsync")]
+    pub full_initialsync: bool,
+
+    /// Do not cross mount points while walking
+    #[arg(long = "one-file-system")]
+    pub one_file_system: bool,
+
+    /// Like --one-file-system, and the content of mount points is excluded from rsync
+    #[arg(short = 'X', long = "exclude-mount-points")]
+    pub exclude_mount_points: bool,
+
     /// Seconds a handler may run; then its process group is killed and the sync counts as failed
     /// (0 = no limit)
     #[arg(short = 'k', long = "timeout-sync", value_parser = parse_num, default_value = "86400")]

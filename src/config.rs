@@ -54,6 +54,16 @@ pub struct Config {
     pub timeout_sync: u64,
     /// --ignore-failures: a sync that failed every try is logged and skipped, not fatal.
     pub ignore_failures: bool,
+    /// --rsync-prefer-include: rsync lists name every path to sync, no exclude list.
+    pub prefer_include: bool,
+    /// --rsync-inclimit: most include lines per rsync call (0: no limit).
+    pub inclimit: u64,
+    /// -F: the initial sync ignores the rules.
+    pub full_initialsync: bool,
+    /// --one-file-system (or -X): walks stay on the watch dir's file system.
+    pub one_file_system: bool,
+    /// -X: mount points' content is excluded (rsync modes: `/dir/**`).
+    pub exclude_mount_points: bool,
     pub delay_sync: u64,
     pub delay_collect: u64,
     pub delay_bigfile: u64,
@@ -317,6 +327,12 @@ impl Config {
         if cli.skip_initialsync && (cli.exit_on_no_events || cli.only_initialsync) {
             return Err(inval("--skip-initialsync cannot be combined with --exit-on-no-events or --only-initialsync"));
         }
+        if cli.rsync_prefer_include && !mode.is_rsync() {
+            crate::warning!(
+                "--rsync-prefer-include has no effect in mode {}",
+                mode.name()
+            );
+        }
         if cli.only_initialsync && cli.exit_on_no_events {
             return Err(inval(
                 "--only-initialsync cannot be combined with --exit-on-no-events",
@@ -345,6 +361,11 @@ impl Config {
                 .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
             timeout_sync: cli.timeout_sync,
             ignore_failures: cli.ignore_failures,
+            prefer_include: cli.rsync_prefer_include,
+            inclimit: cli.rsync_inclimit,
+            full_initialsync: cli.full_initialsync,
+            one_file_system: cli.one_file_system || cli.exclude_mount_points,
+            exclude_mount_points: cli.exclude_mount_points,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

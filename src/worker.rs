@@ -103,6 +103,8 @@ struct WalkMode {
     nodes: Option<QueueId>,
     /// Compare with what the tree already holds and drop directories that are gone (rescan).
     prune: bool,
+    /// -F: ignore the rules (the initial sync).
+    full: bool,
 }
 
 pub struct Worker {
@@ -125,6 +127,10 @@ pub struct Worker {
     retry_at: Option<Instant>,
     initial_done: bool,
     quitting: bool,
+    /// st_dev of the watch dir (--one-file-system).
+    root_dev: u64,
+    /// -X: mount points found by walks; their content is excluded from every rsync call.
+    mount_points: std::collections::HashSet<Vec<u8>>,
     resync: bool,
     reload: bool,
     exit_code: Option<i32>,
@@ -167,6 +173,8 @@ impl Worker {
             retry_at: None,
             initial_done: false,
             quitting: false,
+            root_dev: 0,
+            mount_points: Default::default(),
             resync: false,
             reload: false,
             exit_code: None,
@@ -235,13 +243,21 @@ impl Worker {
     fn main(&mut self) -> Result<i32, ClientError> {
         self.client.handshake()?;
         let started = Instant::now();
-        let rsync = self.cfg.mode.is_rsync();
+        if self.cfg.one_file_system {
+            if let Some(StatResult::Found { dev, .. }) =
+                self.client.stat(vec![RelPath::root()])?.first()
+            {
+                self.root_dev = *dev;
+            }
+        }
+        let per_node = self.per_node();
         let initial = !self.cfg.skip_initialsync;
         let mode = WalkMode {
             watch: !self.cfg.only_initialsync,
             excludes: QueueId::Instant,
-            nodes: (!rsync && initial).then_some(QueueId::Instant),
+            nodes: (per_node && initial).then_some(QueueId::Instant),
             prune: false,
+            full: self.cfg.full_initialsync,
         };
         if mode.nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
@@ -256,7 +272,7 @@ impl Worker {
         if !initial {
             self.queues = Queues::new(self.delays());
             self.mark_ready();
-        } else if rsync {
+        } else if !per_node {
             // One recursive entry for the whole tree; the walk collected the excludes.
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, true));
         } else if self.pending_empty() {
@@ -377,8 +393,8 @@ impl Worker {
     /// Queues the whole tree again (SIGUSR2, queue overflow): rescans it, watching what is new
     /// and forgetting what is gone; then one recursive entry (rsync modes) or every node.
     fn full_resync(&mut self) -> Result<(), ClientError> {
-        let rsync = self.cfg.mode.is_rsync();
-        let nodes = (!rsync).then_some(QueueId::Instant);
+        let per_node = self.per_node();
+        let nodes = per_node.then_some(QueueId::Instant);
         if nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
         }
@@ -387,9 +403,10 @@ impl Worker {
             excludes: QueueId::Instant,
             nodes,
             prune: true,
+            full: false,
         };
         self.walk(vec![ROOT], mode)?;
-        if rsync {
+        if !per_node {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, true));
         }
         Ok(())
@@ -424,6 +441,12 @@ impl Worker {
             },
         }
         Ok(())
+    }
+
+    /// Whether syncs list every node by itself (non-rsync modes and --rsync-prefer-include)
+    /// rather than a directory recursively plus excludes.
+    fn per_node(&self) -> bool {
+        !self.cfg.mode.is_rsync() || self.cfg.prefer_include
     }
 
     fn pending_empty(&self) -> bool {
@@ -505,7 +528,8 @@ impl Worker {
     /// Watches and lists the directories in `start` and everything below them that the rules
     /// let us walk, in batches: one Watch and one Scan request per batch of directories.
     fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
-        let need_files = !self.rules.is_empty() || mode.nodes.is_some();
+        let need_files = (!self.rules.is_empty() && !mode.full) || mode.nodes.is_some();
+        let one_fs = self.cfg.one_file_system;
         let mut todo: VecDeque<NodeId> = start.into();
         while !todo.is_empty() {
             let mut ids = Vec::new();
@@ -539,7 +563,7 @@ impl Worker {
             }
             let mut found: Vec<(usize, Vec<crate::privsep::protocol::Entry>)> = Vec::new();
             self.client
-                .scan(paths.clone(), need_files, false, |i, entries, errno| {
+                .scan(paths.clone(), need_files, one_fs, |i, entries, errno| {
                     if errno != 0 && errno != libc::ENOENT && errno != libc::ENOTDIR {
                         crate::warning!("cannot list {:?}: {}", paths[i], Errno::from_raw(errno));
                     }
@@ -551,7 +575,7 @@ impl Worker {
                 for e in entries {
                     let rel = || paths[i].join(&e.name);
                     if e.kind == Kind::Dir {
-                        let perm = if self.rules.is_empty() {
+                        let mut perm = if self.rules.is_empty() || mode.full {
                             rules::ALL
                         } else {
                             self.rules.perm(
@@ -560,6 +584,13 @@ impl Worker {
                                 rules::WALK | rules::SYNC,
                             )
                         };
+                        if one_fs && e.dev != self.root_dev {
+                            // A mount point: listed, never entered (-X: its content excluded).
+                            perm &= !rules::WALK;
+                            if self.cfg.exclude_mount_points {
+                                self.mount_points.insert(rel().0);
+                            }
+                        }
                         if perm & rules::SYNC == 0 {
                             self.exclude(mode.excludes, rel().0);
                         } else if let Some(q) = mode.nodes {
@@ -577,7 +608,7 @@ impl Worker {
                     } else if need_files {
                         // As in clsync's initial walk, every non-directory counts as a file.
                         let path = rel().0;
-                        if !self.sync_allowed(&path, ObjKind::File) {
+                        if !mode.full && !self.sync_allowed(&path, ObjKind::File) {
                             self.exclude(mode.excludes, path);
                         } else if let Some(q) = mode.nodes {
                             self.enqueue(q, path, Item::new(CREATED_FILE, false));
@@ -668,12 +699,13 @@ impl Worker {
             // New directories are watched, then listed: what was created in them before the
             // watch existed is synced too (recursively in the rsync modes, node by node in the
             // others).
-            let nodes = (!self.cfg.mode.is_rsync()).then_some(QueueId::Normal);
+            let nodes = self.per_node().then_some(QueueId::Normal);
             let mode = WalkMode {
                 watch: true,
                 excludes: QueueId::Normal,
                 nodes,
                 prune: false,
+                full: false,
             };
             self.walk(new_dirs, mode)?;
         }
@@ -731,12 +763,14 @@ impl Worker {
             } else {
                 self.rules.perm(path.as_bytes(), ObjKind::Dir, rules::ALL)
             };
-            // In the rsync modes a directory that appears, moves or goes is synced recursively
-            // (so rsync copies or deletes its whole content); the other modes list each node.
-            let whole = Item::new(mask, rsync);
+            // In the rsync modes a directory that goes is synced recursively (so rsync deletes
+            // its whole content at the destination), and so is one that appears, unless every
+            // node is listed by itself (the other modes, --rsync-prefer-include).
+            let gone = Item::new(mask, rsync);
+            let whole = Item::new(mask, !self.per_node());
             if ev.has(libc::IN_MOVED_FROM) {
                 // Until its pair arrives, the old name is gone.
-                self.enqueue(QueueId::Normal, path.0.clone(), whole);
+                self.enqueue(QueueId::Normal, path.0.clone(), gone);
                 if let Some(child) = self.tree.child(node, ev.name) {
                     moves.insert(ev.cookie, (child, true));
                 }
@@ -748,7 +782,7 @@ impl Worker {
                 }
                 if perm & rules::SYNC != 0 {
                     self.enqueue(QueueId::Normal, path.0, whole);
-                    if !rsync {
+                    if self.per_node() {
                         new_dirs.push(child);
                     }
                 } else {
@@ -818,7 +852,7 @@ impl Worker {
                 .stat(paths.iter().map(|(p, _)| p.clone()).collect())?;
             for ((p, mask), r) in paths.into_iter().zip(results) {
                 let (kind, size) = match r {
-                    StatResult::Found { kind, size } => (kind, size),
+                    StatResult::Found { kind, size, .. } => (kind, size),
                     // Vanished since the event: sync it anyway (the copy must lose it too).
                     StatResult::Errno(_) => (Kind::File, 0),
                 };
@@ -918,42 +952,57 @@ impl Worker {
         let want = self.policy.lists();
         let mut calls = VecDeque::new();
         if self.cfg.mode.is_rsync() {
-            let mut lists = RsyncLists::new();
-            for (p, it) in &batch.includes {
-                lists.add_include(
-                    p,
-                    if it.recursive {
-                        ListFlags::RECURSIVE
-                    } else {
-                        ListFlags::NONE
-                    },
-                );
-            }
-            for p in &batch.excludes {
-                lists.add_exclude(p);
-            }
-            crate::debug!(
-                2,
-                "rsync lists: {} includes, {} excludes",
-                lists.include_len(),
-                lists.exclude_len()
-            );
-            let mut fds = Vec::new();
-            for &kind in &want {
-                fds.push((
-                    kind,
-                    sealed(kind, |w| match kind {
-                        ListKind::Include => lists.write_include(w),
-                        ListKind::Exclude => lists.write_exclude(w),
-                    })?,
-                ));
-            }
-            let args = CallArgs {
-                sync_type: SyncType::Rsynclist,
-                event_mask: None,
-                paths: vec![],
+            // --rsync-inclimit: a list that reached the limit (ancestor lines counted) is run
+            // as it is and a new one started; every part gets the whole exclude list.
+            let limit = usize::try_from(self.cfg.inclimit).unwrap_or(usize::MAX);
+            let fresh = || {
+                let mut l = RsyncLists::new();
+                for p in &batch.excludes {
+                    l.add_exclude(p);
+                }
+                for p in &self.mount_points {
+                    l.add_exclude_with_flags(p, ListFlags::CONTENT_RECURSIVE);
+                }
+                l
             };
-            calls.push_back(Call { lists: fds, args });
+            let mut parts = vec![fresh()];
+            for (p, it) in &batch.includes {
+                if limit > 0 && parts.last().is_some_and(|l| l.include_len() >= limit) {
+                    parts.push(fresh());
+                }
+                let flags = if it.recursive {
+                    ListFlags::RECURSIVE
+                } else {
+                    ListFlags::NONE
+                };
+                if let Some(l) = parts.last_mut() {
+                    l.add_include(p, flags);
+                }
+            }
+            for lists in parts {
+                crate::debug!(
+                    2,
+                    "rsync lists: {} includes, {} excludes",
+                    lists.include_len(),
+                    lists.exclude_len()
+                );
+                let mut fds = Vec::new();
+                for &kind in &want {
+                    fds.push((
+                        kind,
+                        sealed(kind, |w| match kind {
+                            ListKind::Include => lists.write_include(w),
+                            ListKind::Exclude => lists.write_exclude(w),
+                        })?,
+                    ));
+                }
+                let args = CallArgs {
+                    sync_type: SyncType::Rsynclist,
+                    event_mask: None,
+                    paths: vec![],
+                };
+                calls.push_back(Call { lists: fds, args });
+            }
             return Ok(calls);
         }
         let entries = &batch.includes;

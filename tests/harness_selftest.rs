@@ -444,7 +444,8 @@ fn daemon_handle_finds_helper_and_kills_everything_on_drop() {
         .contains(&format!("TMPDIR={}", s.tmp().display())));
     let helper = d.helper_proc();
     assert!(helper.alive());
-    assert_eq!(status_of(helper.pid)["Name"], "sleep");
+    // The forked shell becomes `sleep` a moment after the fork.
+    assert!(wait_for(SYNC_TIMEOUT, || status_of(helper.pid)["Name"] == "sleep"));
     assert_eq!(status_of(helper.pid)["PPid"], d.pid.to_string());
     let worker = d.worker();
     assert!(worker.alive());

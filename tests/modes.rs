@@ -353,3 +353,103 @@ fn include_list_is_split_at_256_arguments() {
     }
     assert_eq!(all.len(), 301, "every path once: 300 files and the root");
 }
+
+#[test]
+fn prefer_include_lists_every_permitted_node_and_no_exclude_list() {
+    let s = Scratch::new("mode-prefer-include");
+    sample(&s);
+    let rules = s.path("rules");
+    fs::write(&rules, "-f\\.tmp$\n+*\n").unwrap();
+    let c = run_once(
+        &s,
+        "rsyncshell",
+        &["--rsync-prefer-include", "-R", rules.to_str().unwrap()],
+    );
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(c[0].args().len(), 3, "no exclude list: {:?}", c[0].args());
+    assert_eq!(
+        c[0].list_lines(0),
+        set(&["", "/b.txt", "/sub", "/sub/deep", "/sub/deep/x", "/keep"])
+    );
+}
+
+#[test]
+fn rsync_inclimit_splits_the_lists_of_one_pass() {
+    let s = Scratch::new("mode-inclimit");
+    sample(&s);
+    let c = run_once(
+        &s,
+        "rsyncshell",
+        &["--rsync-prefer-include", "--rsync-inclimit=3"],
+    );
+    assert!(c.len() >= 2, "one call: {c:#?}");
+    let mut all = BTreeSet::new();
+    for call in &c {
+        assert_eq!(
+            call.iteration, c[0].iteration,
+            "all parts run in the same iteration"
+        );
+        all.extend(call.list_lines(0));
+    }
+    assert_eq!(
+        all,
+        set(&[
+            "",
+            "/a.tmp",
+            "/b.txt",
+            "/sub",
+            "/sub/deep",
+            "/sub/deep/x",
+            "/keep",
+            "/keep/k.tmp"
+        ])
+    );
+}
+
+#[test]
+fn full_initialsync_ignores_the_rules() {
+    let s = Scratch::new("mode-full-init");
+    sample(&s);
+    let rules = s.path("rules");
+    fs::write(&rules, "-f\\.tmp$\n-d^sub/deep$\n+*\n").unwrap();
+    let c = run_once(&s, "rsyncshell", &["-F", "-R", rules.to_str().unwrap()]);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].list_lines(0), set(&["/***"]));
+    assert_eq!(c[0].list_lines(1), BTreeSet::new(), "no excludes with -F");
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn exclude_mount_points_keeps_rsync_out_of_them() {
+    let s = Scratch::new("mode-xdev");
+    sample(&s);
+    let mnt = s.src().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
+    let _guard = Mount(mnt.clone());
+    fs::create_dir(mnt.join("inner")).unwrap();
+    fs::write(mnt.join("inner/f"), b"x").unwrap();
+    let c = run_once(&s, "rsyncshell", &["-X"]);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].list_lines(0), set(&["/***"]));
+    assert_eq!(
+        c[0].list_lines(1),
+        set(&["/mnt/**"]),
+        "the mount point's content is excluded"
+    );
+}

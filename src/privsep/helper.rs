@@ -438,6 +438,7 @@ impl Helper {
             Ok(st) => StatResult::Found {
                 kind: kind_of(st.st_mode),
                 size: st.st_size.max(0) as u64,
+                dev: st.st_dev,
             },
             Err(e) => StatResult::Errno(e as i32),
         }

@@ -33,8 +33,19 @@ pub struct ExecPolicy {
 }
 
 /// The default handler arguments of each mode (clsync 0.4.5's, see the man page).
-pub fn default_args(mode: Mode) -> Vec<&'static str> {
+pub fn default_args(mode: Mode, prefer_include: bool) -> Vec<&'static str> {
     match mode {
+        Mode::RsyncShell if prefer_include => vec!["rsynclist", "%label%", "%INCLUDE-LIST-PATH%"],
+        Mode::RsyncDirect if prefer_include => vec![
+            "-aH",
+            "--delete",
+            "--modify-window=-1",
+            "--include-from",
+            "%INCLUDE-LIST-PATH%",
+            "--exclude=*",
+            "%watch-dir%/",
+            "%destination-dir%/",
+        ],
         Mode::Simple => vec!["sync", "%label%", "%EVENT-MASK%", "%INCLUDE-LIST%"],
         Mode::Direct => vec!["%INCLUDE-LIST%", "%destination-dir%/"],
         Mode::Shell => vec!["synclist", "%label%", "%INCLUDE-LIST-PATH%"],
@@ -78,12 +89,12 @@ impl ExecPolicy {
         };
         let args: Vec<Vec<u8>> = match &cfg.handler_args {
             Some(a) => a.clone(),
-            None => default_args(cfg.mode)
+            None => default_args(cfg.mode, cfg.prefer_include)
                 .into_iter()
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
         };
-        let template = Template::parse(&args, false, &lower);
+        let template = Template::parse(&args, cfg.prefer_include, &lower);
         ExecPolicy {
             program,
             template,
