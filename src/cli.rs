@@ -204,9 +204,23 @@ pub struct Cli {
     #[arg(long = "syslog-ident", value_name = "NAME", default_value = "clsync")]
     pub syslog_ident: String,
 
-    /// Configuration file; only /NULL/ (read none) in this build
+    /// Configuration file (clsync's keyfile format, or TOML for *.toml); /NULL/ reads none
+    /// [default: the first of ~/.clsync.conf, /etc/clsync/clsync.conf, /etc/clsync.conf,
+    /// /usr/local/etc/clsync/clsync.conf, /usr/local/etc/clsync.conf]
     #[arg(short = 'H', long = "config-file", value_name = "FILE")]
     pub config_file: Option<String>,
+
+    /// Block of the configuration file to use [default: default]
+    #[arg(short = 'K', long = "config-block", value_name = "NAME")]
+    pub config_block: Option<String>,
+
+    /// Parent block of the configuration block (overrides its config-block-inherits)
+    #[arg(long = "config-block-inherits", value_name = "NAME")]
+    pub config_block_inherits: Option<String>,
+
+    /// Validate the command line and configuration, print the effective settings and exit
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 
     /// Exit once there are no events left after the initial sync
     #[arg(long = "exit-on-no-events")]
@@ -268,4 +282,119 @@ mod tests {
             .unwrap_err()
             .contains("can't be parsed as a number"));
     }
+}
+
+/// A configuration-file problem that stops the start (clsync exits 255 for `-H` failures).
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub msg: String,
+}
+
+/// Parses `argv` and merges the configuration file into it, clsync-style: the file is `-H` (or
+/// the first of [`crate::confile::search_list`] that exists; `-H /NULL/` reads none), the block
+/// `-K` (default `default`) with its `config-block-inherits` chain; a key is used only when the
+/// command line did not set that option, and the file's `--` arguments follow the command
+/// line's. Returns clap's own error for a bad command line.
+pub fn parse_with_config(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<Result<Cli, CliError>, clap::Error> {
+    use crate::confile::{self, Value};
+    use clap::parser::ValueSource;
+    use clap::{ArgAction, CommandFactory, FromArgMatches};
+
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(argv.iter())?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let file = match cli.config_file.as_deref() {
+        Some("/NULL/") => None,
+        Some(p) => match confile::load(std::path::Path::new(p)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                return Ok(Err(CliError {
+                    code: 255,
+                    msg: e.to_string(),
+                }))
+            }
+        },
+        None => confile::search_list()
+            .into_iter()
+            .find(|p| p.exists())
+            .map(|p| confile::load(&p))
+            .transpose()
+            .unwrap_or_else(|e| {
+                crate::warning!("{e}: ignored");
+                None
+            }),
+    };
+    let Some(file) = file else { return Ok(Ok(cli)) };
+    let block = cli
+        .config_block
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let keys = match file.resolve(&block, cli.config_block_inherits.as_deref()) {
+        Ok(k) => k,
+        Err(e) => {
+            return Ok(Err(CliError {
+                code: 255,
+                msg: e.to_string(),
+            }))
+        }
+    };
+    let mut extra: Vec<std::ffi::OsString> =
+        vec![argv.first().cloned().unwrap_or_else(|| "clsync".into())];
+    let mut positional: Vec<String> = Vec::new();
+    for (key, value) in keys {
+        let text = match &value {
+            Value::Text(t) => t.clone(),
+            Value::Args(a) => a.join(" "),
+        };
+        match key.as_str() {
+            "--" => {
+                positional = match value {
+                    Value::Args(a) => a,
+                    Value::Text(t) => confile::split_args(&t),
+                };
+                continue;
+            }
+            "config-file" | "config-block" | "config-block-inherits" => continue,
+            _ => {}
+        }
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+        else {
+            let msg = format!(
+                "{}: block [{block}]: unknown key {key:?}",
+                file.path.display()
+            );
+            if file.strict {
+                return Ok(Err(CliError { code: 22, msg }));
+            }
+            crate::warning!("{msg}: ignored");
+            continue;
+        };
+        if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        match arg.get_action() {
+            ArgAction::SetTrue => {
+                if !matches!(text.trim(), "" | "0" | "false") {
+                    extra.push(format!("--{key}").into());
+                }
+            }
+            ArgAction::Count => {
+                let n: usize = text.trim().parse().unwrap_or(1);
+                extra.extend(std::iter::repeat_n(
+                    std::ffi::OsString::from(format!("--{key}")),
+                    n,
+                ));
+            }
+            _ => extra.push(format!("--{key}={text}").into()),
+        }
+    }
+    extra.extend(argv.iter().skip(1).cloned());
+    let mut merged = Cli::try_parse_from(extra)?;
+    merged.handler_args.extend(positional);
+    Ok(Ok(merged))
 }

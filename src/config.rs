@@ -159,13 +159,6 @@ fn is_remote(dest: &str) -> bool {
 
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        if let Some(h) = &cli.config_file {
-            if h != "/NULL/" {
-                return Err(inval(format!(
-                    "-H {h}: configuration files are not supported by this build yet; pass the options on the command line and -H /NULL/"
-                )));
-            }
-        }
         if cli.splitting != "process" && cli.splitting != "2" {
             return Err(inval(format!(
                 "--splitting={}: this build always runs privilege-separated (process); other values are not supported yet",
@@ -387,6 +380,93 @@ impl Config {
             skip_initialsync: cli.skip_initialsync,
             max_iterations: cli.max_iterations,
         })
+    }
+
+    /// The effective settings, one `key = value` per line (for --check-config), with the
+    /// handler's argv as it will be run (list files shown as <include-list>/<exclude-list>).
+    pub fn describe(&self) -> String {
+        use crate::privsep::policy::ExecPolicy;
+        use crate::privsep::protocol::{ListKind, SyncType};
+        let p = ExecPolicy::from_config(self);
+        let lp = |k: ListKind| match k {
+            ListKind::Include => b"<include-list>".to_vec(),
+            ListKind::Exclude => b"<exclude-list>".to_vec(),
+        };
+        let paths: Vec<Vec<u8>> = if p.template.takes_paths() {
+            vec![b"<paths...>".to_vec()]
+        } else {
+            vec![]
+        };
+        let ty = if self.mode.is_rsync() {
+            SyncType::Rsynclist
+        } else {
+            SyncType::Synclist
+        };
+        let argv: Vec<String> = std::iter::once(self.handler.display().to_string())
+            .chain(
+                p.template
+                    .render(&lp, ty, None, &paths)
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned()),
+            )
+            .collect();
+        let mut out = String::new();
+        let mut kv = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+        kv("mode", self.mode.name().to_string());
+        kv("watch-dir", self.watch_dir.display().to_string());
+        kv(
+            "destination-dir",
+            self.destination.clone().unwrap_or_default(),
+        );
+        kv("sync-handler", self.handler.display().to_string());
+        kv("handler-argv", argv.join(" "));
+        kv(
+            "rules",
+            format!(
+                "{} rules{}",
+                self.rules.len(),
+                self.rules_file
+                    .as_ref()
+                    .map(|f| format!(" from {}", f.display()))
+                    .unwrap_or_default()
+            ),
+        );
+        kv("delay-sync", self.delay_sync.to_string());
+        kv("delay-collect", self.delay_collect.to_string());
+        kv("delay-collect-bigfile", self.delay_bigfile.to_string());
+        kv("threshold-bigfile", self.threshold_bigfile.to_string());
+        kv("timeout-sync", self.timeout_sync.to_string());
+        kv("retries", self.retries.to_string());
+        kv(
+            "ignore-exitcode",
+            self.ignore_exitcodes
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        kv(
+            "uid/gid (worker)",
+            format!("{}:{}", self.worker_uid, self.worker_gid),
+        );
+        kv(
+            "privileged-uid/gid",
+            format!("{}:{}", self.helper_uid, self.helper_gid),
+        );
+        kv(
+            "sync-handler-uid/gid",
+            format!("{}:{}", self.handler_uid, self.handler_gid),
+        );
+        kv(
+            "sync-handler-capabilities",
+            self.handler_caps
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        kv("label", self.label.clone());
+        out
     }
 
     /// Whether an exit status of the sync handler counts as success.

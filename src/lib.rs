@@ -12,6 +12,7 @@
 pub mod log;
 pub mod cli;
 pub mod config;
+pub mod confile;
 pub mod handler;
 pub mod monitor;
 pub mod privsep;

@@ -1,13 +1,15 @@
 //! `clsync`: parse, validate, run; map errors to clsync's exit codes. Nothing else lives here.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use clsync_rs::cli::Cli;
 use clsync_rs::config::Config;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let cli = match clsync_rs::cli::parse_with_config(std::env::args_os().collect()) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            clsync_rs::error!("{}", e.msg);
+            std::process::exit(e.code);
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             let code = match e.kind() {
@@ -50,6 +52,10 @@ fn main() {
             std::process::exit(e.code);
         }
     };
+    if cli.check_config {
+        print!("{}", cfg.describe());
+        std::process::exit(0);
+    }
     match clsync_rs::privsep::spawn::run(cfg) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

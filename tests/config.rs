@@ -1,0 +1,134 @@
+//! Configuration files (clsync's keyfile format and the native TOML form) merged with the command
+//! line, checked through `--check-config`, which validates and prints the effective settings.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::process::Command;
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(clsync_bin())
+        .args(args)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+#[test]
+fn keyfile_blocks_inheritance_and_command_line_precedence() {
+    let s = Scratch::new("conf-keyfile");
+    let conf = s.path("clsync.conf");
+    fs::write(
+        &conf,
+        format!(
+            "# as in clsync's examples: tabs, comments, comma lists\n\
+             [default]\n\
+             watch-dir\t= {src}\n\
+             mode\t\t= rsyncdirect\n\
+             destination-dir\t= {dst}\n\
+             delay-sync\t= 7\n\
+             ignore-exitcode\t= 23,24\n\
+             syslog\t\t= 1\n\
+             \n\
+             [fast]\n\
+             config-block-inherits = default\n\
+             delay-sync = 1\n\
+             label = fastlbl\n",
+            src = s.src().display(),
+            dst = s.dst().display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let (code, out, err) = check(&["-H", c]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(line(&out, "mode"), "rsyncdirect");
+    assert_eq!(line(&out, "watch-dir"), s.src().display().to_string());
+    assert_eq!(line(&out, "delay-sync"), "7");
+    assert_eq!(line(&out, "ignore-exitcode"), "23,24");
+    assert!(
+        err.contains("unknown key \"syslog\""),
+        "unknown keys are reported: {err}"
+    );
+    // -K picks the block, its parent supplies the rest, the command line wins over both.
+    let (code, out, err) = check(&["-H", c, "-K", "fast", "-w", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(line(&out, "delay-sync"), "3");
+    assert_eq!(line(&out, "label"), "fastlbl");
+    assert_eq!(line(&out, "destination-dir"), s.dst().display().to_string());
+    // -x on the command line replaces the file's list rather than adding to it.
+    let (_, out, _) = check(&["-H", c, "-x", "5"]);
+    assert_eq!(line(&out, "ignore-exitcode"), "5");
+}
+
+#[test]
+fn keyfile_handler_arguments_follow_the_command_lines() {
+    let s = Scratch::new("conf-args");
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nmode = direct\nsync-handler = /bin/echo\n-- = \"%INCLUDE-LIST%\" 'a b'\n",
+            s.src().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "first"]);
+    assert_eq!(code, 0, "{err}");
+    // (The handler path is canonicalized: /bin may be a link to /usr/bin.)
+    let argv = line(&out, "handler-argv");
+    assert!(argv.ends_with("/echo first <paths...> a b"), "{argv}");
+}
+
+#[test]
+fn toml_rejects_unknown_keys_by_name() {
+    let s = Scratch::new("conf-toml");
+    let conf = s.path("c.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = \"{}\"\nmode = \"shell\"\nsync-handler = \"/bin/true\"\ndelay-sync = 2\nexit-on-no-events = true\n",
+            s.src().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&["-H", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(line(&out, "delay-sync"), "2");
+    fs::write(&conf, "[default]\nmode = \"shell\"\ndelay-snyc = 2\n").unwrap();
+    let (code, _, err) = check(&["-H", conf.to_str().unwrap()]);
+    assert_eq!(code, 22);
+    assert!(err.contains("unknown key \"delay-snyc\""), "{err}");
+}
+
+#[test]
+fn broken_or_missing_config_files_are_errors() {
+    let s = Scratch::new("conf-bad");
+    let (code, _, err) = check(&["-H", s.path("missing.conf").to_str().unwrap()]);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("missing.conf"), "{err}");
+    let conf = s.path("cycle.conf");
+    fs::write(
+        &conf,
+        "[a]\nconfig-block-inherits = b\n[b]\nconfig-block-inherits = a\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-K", "a"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("cycle: a -> b -> a"), "{err}");
+    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-K", "nosuch"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("no block [nosuch]"), "{err}");
+}
