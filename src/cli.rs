@@ -284,6 +284,91 @@ mod tests {
     }
 }
 
+/// Every long option of clsync 0.4.5 (with the security group of its full build): a config key
+/// naming one that this build lacks is an error, not an ignored key.
+pub const CLSYNC_OPTIONS: &[&str] = &[
+    "watch-dir",
+    "sync-handler",
+    "rules-file",
+    "destination-dir",
+    "mode",
+    "socket",
+    "socket-mod",
+    "socket-own",
+    "socket-auth",
+    "status-file",
+    "pid-file",
+    "dump-dir",
+    "standby-file",
+    "lists-dir",
+    "chroot",
+    "exit-hook",
+    "pre-exit-hook",
+    "background",
+    "config-file",
+    "config-block",
+    "config-block-inherits",
+    "custom-signals",
+    "uid",
+    "gid",
+    "privileged-uid",
+    "privileged-gid",
+    "sync-handler-uid",
+    "sync-handler-gid",
+    "pivot-root",
+    "detach-network",
+    "detach-ipc",
+    "detach-miscellanea",
+    "check-execvp-arguments",
+    "forget-privthread-info",
+    "permit-mprotect",
+    "shm-mprotect",
+    "splitting",
+    "add-permitted-hook-files",
+    "mountpoints",
+    "preserve-capabilities",
+    "inherit-capabilities",
+    "threading",
+    "retries",
+    "ignore-failures",
+    "exit-on-sync-skipping",
+    "output",
+    "one-file-system",
+    "exclude-mount-points",
+    "max-iterations",
+    "modification-signature",
+    "timeout-sync",
+    "delay-sync",
+    "delay-collect",
+    "delay-collect-bigfile",
+    "threshold-bigfile",
+    "cancel-syscalls",
+    "have-recursive-sync",
+    "synclist-simplify",
+    "rsync-prefer-include",
+    "fts-experimental-optimization",
+    "rsync-inclimit",
+    "ignore-exitcode",
+    "dont-unlink-lists",
+    "full-initialsync",
+    "only-initialsync",
+    "skip-initialsync",
+    "exit-on-no-events",
+    "sync-on-quit",
+    "verbose",
+    "debug",
+    "quiet",
+    "monitor",
+    "label",
+    "help",
+    "version",
+    "secure-splitting",
+    "seccomp-filter",
+    "forbid-devices",
+    "cgroup-group-name",
+    "auto-add-rules-w",
+];
+
 /// A configuration-file problem that stops the start (clsync exits 255 for `-H` failures).
 #[derive(Debug)]
 pub struct CliError {
@@ -364,6 +449,14 @@ pub fn parse_with_config(
             .get_arguments()
             .find(|a| a.get_long() == Some(key.as_str()))
         else {
+            if CLSYNC_OPTIONS.contains(&key.as_str()) {
+                // A real clsync option this build does not have yet: never ignore it silently.
+                let msg = format!(
+                    "{}: block [{block}]: option {key:?} is not implemented by this build yet",
+                    file.path.display()
+                );
+                return Ok(Err(CliError { code: 22, msg }));
+            }
             let msg = format!(
                 "{}: block [{block}]: unknown key {key:?}",
                 file.path.display()
