@@ -218,6 +218,27 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// Run in the background (fork, new session; standard fds are kept, as clsync does)
+    #[arg(short = 'b', long = "background")]
+    pub background: bool,
+
+    /// Write the daemon's pid to this file (removed at exit)
+    #[arg(short = 'z', long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<String>,
+
+    /// Keep the daemon's state word in this file (removed at exit)
+    #[arg(long = "status-file", value_name = "FILE")]
+    pub status_file: Option<String>,
+
+    /// Run `HOOK label` before the final sync when leaving on SIGQUIT/SIGALRM or
+    /// --exit-on-no-events
+    #[arg(long = "pre-exit-hook", value_name = "HOOK")]
+    pub pre_exit_hook: Option<String>,
+
+    /// Run `HOOK label` when the daemon exits normally
+    #[arg(long = "exit-hook", value_name = "HOOK")]
+    pub exit_hook: Option<String>,
+
     /// Validate the command line and configuration, print the effective settings and exit
     #[arg(long = "check-config")]
     pub check_config: bool,

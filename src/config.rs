@@ -64,6 +64,15 @@ pub struct Config {
     pub one_file_system: bool,
     /// -X: mount points' content is excluded (rsync modes: `/dir/**`).
     pub exclude_mount_points: bool,
+    /// -b: fork into the background.
+    pub background: bool,
+    /// -z: pid file; --status-file: the state word. Absolute (relative ones are taken from the
+    /// watch dir, as clsync does), never inside the watched tree.
+    pub pid_file: Option<PathBuf>,
+    pub status_file: Option<PathBuf>,
+    /// Hooks, absolute program paths.
+    pub pre_exit_hook: Option<PathBuf>,
+    pub exit_hook: Option<PathBuf>,
     pub delay_sync: u64,
     pub delay_collect: u64,
     pub delay_bigfile: u64,
@@ -317,6 +326,43 @@ impl Config {
             }
         };
 
+        // Files the daemon writes: relative to the watch dir (as clsync resolves them), and never
+        // inside the watched tree, which tenants write.
+        let own_file = |opt: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            if v.is_empty() {
+                return Err(ConfigError {
+                    code: 2,
+                    msg: format!("--{opt}: empty path"),
+                });
+            }
+            let p = watch_dir.join(v);
+            let parent = p
+                .parent()
+                .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()));
+            if parent.as_ref().is_some_and(|d| d.starts_with(&watch_dir)) {
+                return Err(inval(format!(
+                    "--{opt}={}: inside the watched tree, which its writers control: choose a path outside it",
+                    p.display()
+                )));
+            }
+            Ok(Some(p))
+        };
+        let pid_file = own_file("pid-file", &cli.pid_file)?;
+        let status_file = own_file("status-file", &cli.status_file)?;
+        let hook = |opt: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            v.as_deref()
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    resolve_program(h).map_err(|e| ConfigError {
+                        code: e.code,
+                        msg: format!("--{opt}: {}", e.msg),
+                    })
+                })
+                .transpose()
+        };
+        let pre_exit_hook = hook("pre-exit-hook", &cli.pre_exit_hook)?;
+        let exit_hook = hook("exit-hook", &cli.exit_hook)?;
         if cli.skip_initialsync && (cli.exit_on_no_events || cli.only_initialsync) {
             return Err(inval("--skip-initialsync cannot be combined with --exit-on-no-events or --only-initialsync"));
         }
@@ -359,6 +405,11 @@ impl Config {
             full_initialsync: cli.full_initialsync,
             one_file_system: cli.one_file_system || cli.exclude_mount_points,
             exclude_mount_points: cli.exclude_mount_points,
+            background: cli.background,
+            pid_file,
+            status_file,
+            pre_exit_hook,
+            exit_hook,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

@@ -30,8 +30,8 @@ use crate::monitor::tree::{NodeId, Tree, ROOT};
 use crate::privsep::client::{path_cost, Client, ClientError, BATCH_BYTES};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    CallArgs, ExecEnv, ExitStatus, Kind, ListKind, RelPath, StatResult, Status, SyncType,
-    WatchResult,
+    CallArgs, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath, StatResult, Status,
+    SyncType, WatchResult,
 };
 use crate::queue::{Batch, Delays, Item, QueueId, Queues};
 use crate::rules::{self, ObjKind, Rules};
@@ -51,6 +51,8 @@ pub struct WorkerSetup {
     pub sigfd: SignalFd,
     /// Test-only switches (empty outside `test-hooks` builds), read before the sandbox closed.
     pub hooks: TestHooks,
+    /// --status-file, opened by root before the sandbox; the worker rewrites it in place.
+    pub status_file: Option<std::fs::File>,
 }
 
 /// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
@@ -127,6 +129,9 @@ pub struct Worker {
     retry_at: Option<Instant>,
     initial_done: bool,
     quitting: bool,
+    /// SIGQUIT/SIGALRM with a --pre-exit-hook: run it once the current sync is done.
+    preexit_pending: bool,
+    status_file: Option<std::fs::File>,
     /// st_dev of the watch dir (--one-file-system).
     root_dev: u64,
     /// -X: mount points found by walks; their content is excluded from every rsync call.
@@ -173,6 +178,8 @@ impl Worker {
             retry_at: None,
             initial_done: false,
             quitting: false,
+            preexit_pending: false,
+            status_file: s.status_file,
             root_dev: 0,
             mount_points: Default::default(),
             resync: false,
@@ -187,6 +194,17 @@ impl Worker {
     /// Runs until the daemon should exit; returns the exit code.
     pub fn run(mut self) -> i32 {
         let code = match self.main() {
+            // The exit hook runs on every normal end (clsync skips it after a failed sync).
+            Ok(0) if self.cfg.exit_hook.is_some() => {
+                self.set_status(Status::Terminating);
+                match self.run_hook(HandlerRef::ExitHook) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        crate::error!("exit hook: {e}");
+                        EXIT_HELPER_GONE
+                    }
+                }
+            }
             Ok(code) => code,
             Err(ClientError::Refused(r)) => {
                 crate::error!("the helper refused a request and ended the session: {r}");
@@ -200,6 +218,51 @@ impl Worker {
         };
         self.finish();
         code
+    }
+
+    /// Writes the state word to --status-file (in place: the worker cannot create files).
+    fn set_status(&mut self, st: Status) {
+        self.status = st;
+        if let Some(f) = self.status_file.as_mut() {
+            use std::io::{Seek, SeekFrom};
+            let word = st.word().as_bytes();
+            let ok = f.seek(SeekFrom::Start(0)).is_ok()
+                && f.write_all(word).is_ok()
+                && f.set_len(word.len() as u64).is_ok();
+            if !ok {
+                crate::warning!("cannot update the status file");
+            }
+        }
+    }
+
+    /// Runs a hook (`[hook, label]`, as the handler's user) and waits for it; its exit code
+    /// is only logged, as clsync ignores it.
+    fn run_hook(&mut self, which: HandlerRef) -> Result<(), ClientError> {
+        let job = self.next_job;
+        self.next_job += 1;
+        let env = ExecEnv {
+            status: self.status,
+            iteration: self.iteration,
+        };
+        let args = CallArgs {
+            sync_type: SyncType::Sync,
+            event_mask: None,
+            paths: vec![],
+        };
+        self.client
+            .exec_handler(which, job, Vec::new(), env, args)?;
+        loop {
+            if let Some((_, st)) = self
+                .client
+                .take_exits()
+                .into_iter()
+                .find(|(j, _)| *j == job)
+            {
+                crate::debug!(1, "{which:?} ended: {st:?}");
+                return Ok(());
+            }
+            self.client.pump()?;
+        }
     }
 
     /// Orderly end: asks the helper to end its handlers and clean up, and waits (bounded) for it
@@ -288,6 +351,10 @@ impl Worker {
             if let Some(code) = self.exit_code {
                 return Ok(code);
             }
+            if self.preexit_pending && self.running.is_none() {
+                self.preexit_pending = false;
+                self.run_hook(HandlerRef::PreExitHook)?;
+            }
             let now = Instant::now();
             if self.running.is_none() {
                 let ignore = self.quitting || self.cfg.exit_on_no_events;
@@ -375,6 +442,10 @@ impl Worker {
             {
                 // --exit-on-no-events: the first poll that finds nothing ends the daemon.
                 crate::info!("no events left: exiting (--exit-on-no-events)");
+                if self.cfg.pre_exit_hook.is_some() {
+                    self.set_status(Status::Preexit);
+                    self.run_hook(HandlerRef::PreExitHook)?;
+                }
                 return Ok(0);
             }
         }
@@ -493,7 +564,13 @@ impl Worker {
                         crate::info!("{sig}: syncing what is queued, then exiting");
                     }
                     self.quitting = true;
-                    self.status = Status::Terminating;
+                    // QUIT and ALRM leave through clsync's "preexit" (the pre-exit hook).
+                    if matches!(sig, Signal::SIGQUIT | Signal::SIGALRM) {
+                        self.set_status(Status::Preexit);
+                        self.preexit_pending = self.cfg.pre_exit_hook.is_some();
+                    } else {
+                        self.set_status(Status::Terminating);
+                    }
                 }
                 Signal::SIGCHLD => {
                     if let Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
@@ -515,7 +592,7 @@ impl Worker {
 
     fn mark_ready(&mut self) {
         self.initial_done = true;
-        self.status = Status::Running;
+        self.set_status(Status::Running);
         crate::info!(
             "ready: initial sync done, {} directories watched",
             self.tree.watched()
@@ -1100,7 +1177,7 @@ impl Worker {
             if run.initial {
                 self.mark_ready();
             } else if self.status == Status::SynchandlerError {
-                self.status = Status::Running;
+                self.set_status(Status::Running);
             }
             if self.cfg.only_initialsync && run.initial {
                 self.queues = Queues::new(self.delays());
@@ -1125,7 +1202,7 @@ impl Worker {
                 "sync handler failed with exit code {code} (try {}): retrying in {wait}s",
                 self.tries
             );
-            self.status = Status::SynchandlerError;
+            self.set_status(Status::SynchandlerError);
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
             if self.cfg.mode == Mode::Simple {
                 for (p, it) in run.batch.includes.into_iter().rev() {
@@ -1146,7 +1223,7 @@ impl Worker {
             );
             self.tries = 0;
             self.retry_at = None;
-            self.status = Status::Running;
+            self.set_status(Status::Running);
             if run.initial {
                 self.mark_ready();
             }

@@ -172,12 +172,23 @@ impl Client {
         env: ExecEnv,
         call: CallArgs,
     ) -> Result<i32> {
+        self.exec_handler(HandlerRef::Sync, job, lists, env, call)
+    }
+
+    pub fn exec_handler(
+        &mut self,
+        handler: HandlerRef,
+        job: u64,
+        lists: Vec<(ListKind, OwnedFd)>,
+        env: ExecEnv,
+        call: CallArgs,
+    ) -> Result<i32> {
         let kinds: Vec<ListKind> = lists.iter().map(|(k, _)| *k).collect();
         let fds: Vec<_> = lists.iter().map(|(_, f)| f.as_raw_fd()).collect();
         self.chan.send(
             &Request::Exec {
                 job,
-                handler: HandlerRef::Sync,
+                handler,
                 lists: kinds,
                 env,
                 call,

@@ -30,8 +30,8 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 use crate::handler::template::path_arg;
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    CallArgs, Channel, Entry, ExecEnv, ExitStatus, Kind, ListKind, ProtoError, RelPath, Reply,
-    Request, StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
+    CallArgs, Channel, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError, RelPath,
+    Reply, Request, StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
 };
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
@@ -81,6 +81,8 @@ pub struct HelperSetup {
     pub janitor_write: OwnedFd,
     /// Set once the janitor runs.
     pub janitor: Option<Pid>,
+    /// Files the janitor removes at the end (pid file, status file).
+    pub remove_files: Vec<PathBuf>,
 }
 
 struct Job {
@@ -163,6 +165,7 @@ fn start_janitor(s: &mut HelperSetup) {
                 wait,
                 cgroups: s.cgroups.take(),
                 lists_dir,
+                remove_files: std::mem::take(&mut s.remove_files),
             })
         }
         Ok(ForkResult::Parent { child }) => {
@@ -358,11 +361,35 @@ impl Helper {
             }
             Request::Exec {
                 job,
-                handler: _,
+                handler: HandlerRef::Sync,
                 lists,
                 env,
                 call,
             } => self.exec(job, &lists, fds, env, call),
+            Request::Exec {
+                job,
+                handler,
+                lists,
+                env,
+                call,
+            } => {
+                // A hook: `[hook, label]` exactly, no lists, no paths.
+                let hook = match handler {
+                    HandlerRef::PreExitHook => self.s.policy.pre_exit_hook.clone(),
+                    _ => self.s.policy.exit_hook.clone(),
+                };
+                let Some(hook) = hook else {
+                    return Err(format!("exec of {handler:?}, which is not configured"));
+                };
+                if !lists.is_empty() || !call.paths.is_empty() {
+                    return Err(format!("exec of {handler:?} with lists or paths"));
+                }
+                if self.jobs.contains_key(&job) {
+                    return Err(format!("exec of job {job}, which is still running"));
+                }
+                let label = CString::new(self.s.policy.label.clone()).unwrap_or_default();
+                self.start(job, vec![hook, label], env, Vec::new())
+            }
             Request::Kill { job } => {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     let sig = if j.termed {
@@ -622,6 +649,17 @@ impl Helper {
         let argv: Vec<CString> = std::iter::once(p.program.clone())
             .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
             .collect();
+        self.start(job, argv, env, files)
+    }
+
+    /// Forks and execs `argv` as a handler, audits it, records the job.
+    fn start(
+        &mut self,
+        job: u64,
+        argv: Vec<CString>,
+        env: ExecEnv,
+        files: Vec<CString>,
+    ) -> Result<Option<End>, String> {
         let envp: Vec<CString> = [
             format!("PATH={HANDLER_PATH}"),
             format!("CLSYNC_STATUS={}", env.status.word()),
@@ -868,7 +906,8 @@ fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) 
     if sys::close_from(3).is_err() {
         return 126;
     }
-    let e = nix::unistd::execve(&p.program, argv, envp)
+    let program = argv.first().cloned().unwrap_or_else(|| p.program.clone());
+    let e = nix::unistd::execve(&program, argv, envp)
         .err()
         .unwrap_or(Errno::EINVAL);
     crate::error!("cannot execute the sync handler {:?}: {e}", p.program);

@@ -26,6 +26,8 @@ pub struct JanitorSetup {
     pub cgroups: Option<DaemonCgroups>,
     /// Our private lists directory, removed with its content (None: the administrator's -L, or -U).
     pub lists_dir: Option<PathBuf>,
+    /// The pid and status files.
+    pub remove_files: Vec<PathBuf>,
 }
 
 /// Never returns.
@@ -58,6 +60,13 @@ pub fn run(s: JanitorSetup) -> ! {
         }
         if let Err(e) = cg.remove() {
             crate::warning!("janitor: {e}");
+        }
+    }
+    for f in &s.remove_files {
+        if let Err(e) = std::fs::remove_file(f) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                crate::warning!("janitor: cannot remove {}: {e}", f.display());
+            }
         }
     }
     if let Some(dir) = s.lists_dir {

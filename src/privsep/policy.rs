@@ -30,6 +30,9 @@ pub struct ExecPolicy {
     pub keep_lists: bool,
     /// The rules file the helper reads for the worker (ReadRules).
     pub rules_file: Option<std::path::PathBuf>,
+    /// Hooks, run as `[hook, label]` with the handler's identity.
+    pub pre_exit_hook: Option<CString>,
+    pub exit_hook: Option<CString>,
 }
 
 /// The default handler arguments of each mode (clsync 0.4.5's, see the man page).
@@ -106,6 +109,14 @@ impl ExecPolicy {
             label: cfg.label.clone(),
             keep_lists: cfg.keep_lists,
             rules_file: cfg.rules_file.clone(),
+            pre_exit_hook: cfg
+                .pre_exit_hook
+                .as_ref()
+                .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()),
+            exit_hook: cfg
+                .exit_hook
+                .as_ref()
+                .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()),
         }
     }
 

@@ -135,6 +135,10 @@ pub enum ListKind {
 pub enum HandlerRef {
     /// The sync handler with its configured argument template.
     Sync,
+    /// --pre-exit-hook, run as `[hook, label]`.
+    PreExitHook,
+    /// --exit-hook, run as `[hook, label]`.
+    ExitHook,
 }
 
 /// clsync's `%TYPE%` words.

@@ -58,6 +58,29 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             "clsync-rs must be started as root: it sets up its own sandbox and drops privileges itself (see --uid, --privileged-uid)",
         ));
     }
+    if cfg.background {
+        // One fork, the parent exits 0, the child leads a new session (standard fds are kept,
+        // as clsync keeps them).
+        match sys::fork().map_err(|e| fail(1, format!("fork: {e}")))? {
+            ForkResult::Parent { .. } => sys::exit_now(0),
+            ForkResult::Child => {
+                nix::unistd::setsid().map_err(|e| fail(1, format!("setsid: {e}")))?;
+            }
+        }
+    }
+    if let Some(p) = &cfg.pid_file {
+        write_new(p, format!("{}", sys::getpid()).as_bytes())
+            .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;
+    }
+    let status = match &cfg.status_file {
+        Some(p) => Some(write_new(p, b"starting").map_err(|e| {
+            fail(
+                2,
+                format!("cannot write the status file {}: {e}", p.display()),
+            )
+        })?),
+        None => None,
+    };
     let root = open(
         &cfg.watch_dir,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -87,6 +110,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         let _ = setsockopt(s, sockopt::RcvBuf, &(4 * MAX_DATAGRAM));
     }
     let lists = lists_dir(&cfg)?;
+    // What the janitor removes when the daemon is gone, however it ended.
+    let remove_files: Vec<PathBuf> = cfg
+        .pid_file
+        .iter()
+        .chain(cfg.status_file.iter())
+        .cloned()
+        .collect();
     let (cgroups, warnings) = match DaemonCgroups::create(
         &format!("clsync-{}", sys::getpid()),
         WORKER_LIMITS,
@@ -133,6 +163,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 helper_uid: cfg.helper_uid,
                 helper_gid: cfg.helper_gid,
                 janitor_read: Some(janitor_read),
+                remove_files,
                 janitor_write,
                 janitor: None,
             })
@@ -162,6 +193,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 janitor_write.as_raw_fd(),
             ];
             keep.extend(crate::log::syslog_fd());
+            keep.extend(status.as_ref().map(|f| f.as_raw_fd()));
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
             confine_worker(&cfg, chan.raw_fd(), &hooks)
@@ -173,6 +205,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 helper: child,
                 sigfd,
                 hooks,
+                status_file: status,
             });
             let code = w.run();
             drop(janitor_write);
@@ -231,6 +264,22 @@ fn confine_worker(cfg: &Config, report_fd: i32, hooks: &TestHooks) -> Result<(),
         ],
     );
     Ok(())
+}
+
+/// Creates or truncates a file the daemon owns (pid, status) without following a symlink
+/// planted at its path, writes `content`, and returns it open for later updates.
+fn write_new(p: &std::path::Path, content: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)?;
+    f.write_all(content)?;
+    Ok(f)
 }
 
 /// The helper's private lists directory (or the administrator's -L), created before the fork,

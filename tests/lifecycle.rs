@@ -1,0 +1,134 @@
+//! Lifecycle (reference §6): pid and status files, -b, the pre-exit and exit hooks, and the
+//! refusal of daemon files inside the watched tree.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::fs;
+use std::path::Path;
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn pid_and_status_files_follow_the_daemon_and_go_with_it() {
+    let s = Scratch::new("life-files");
+    let pid = s.path("clsync.pid");
+    let status = s.path("clsync.status");
+    let mut d = Daemon::rsyncdirect(
+        &s,
+        0,
+        &[
+            "-z",
+            pid.to_str().unwrap(),
+            "--status-file",
+            status.to_str().unwrap(),
+        ],
+    );
+    d.wait_ready();
+    assert_eq!(
+        read(&pid),
+        d.pid.to_string(),
+        "the pid file holds the daemon's pid, no newline"
+    );
+    assert!(
+        wait_for(SYNC_TIMEOUT, || read(&status) == "running"),
+        "status: {:?}",
+        read(&status)
+    );
+    let st = d.stop();
+    assert!(st.success(), "{}", d.stderr());
+    assert!(
+        wait_for(SYNC_TIMEOUT, || !pid.exists() && !status.exists()),
+        "files left behind"
+    );
+}
+
+#[test]
+fn quit_runs_the_pre_exit_hook_then_the_exit_hook_and_term_only_the_exit_hook() {
+    for (sig, want) in [
+        (
+            Signal::SIGQUIT,
+            vec!["pre lbl preexit", "exit lbl terminating"],
+        ),
+        (Signal::SIGTERM, vec!["exit lbl terminating"]),
+    ] {
+        let s = Scratch::new("life-hooks");
+        let log = s.path("hooks.log");
+        for name in ["pre", "exit"] {
+            write_script(
+                &s.path(name),
+                &format!(
+                    "#!/bin/sh\necho \"{name} $* $CLSYNC_STATUS\" >> {}\n",
+                    log.display()
+                ),
+            );
+        }
+        let mut d = Daemon::rsyncdirect(
+            &s,
+            0,
+            &[
+                "-l",
+                "lbl",
+                "--pre-exit-hook",
+                s.path("pre").to_str().unwrap(),
+                "--exit-hook",
+                s.path("exit").to_str().unwrap(),
+            ],
+        );
+        d.wait_ready();
+        d.signal(sig);
+        let st = d.wait_exit(START_TIMEOUT).expect("did not exit");
+        assert!(st.success(), "{sig}: {}", d.stderr());
+        let got: Vec<String> = read(&log).lines().map(str::to_string).collect();
+        assert_eq!(got, want, "{sig}");
+    }
+}
+
+#[test]
+fn background_detaches_and_the_pid_file_names_the_daemon() {
+    let s = Scratch::new("life-bg");
+    let pid_file = s.path("bg.pid");
+    let mut d = Daemon::rsyncdirect(&s, 0, &["-b", "-z", pid_file.to_str().unwrap()]);
+    let st = d
+        .wait_exit(START_TIMEOUT)
+        .expect("the foreground process did not exit");
+    assert!(st.success());
+    assert!(wait_for(START_TIMEOUT, || read(&pid_file)
+        .parse::<i32>()
+        .is_ok()));
+    let pid: i32 = read(&pid_file).parse().unwrap();
+    let p = Proc::of(pid).expect("no daemon with the pid file's pid");
+    assert_ne!(pid, d.pid);
+    // The pid file is written before the sandbox closes: wait for the worker's uid change.
+    let is_worker = || try_status_of(pid).is_some_and(|st| ids(&st["Uid"]) == vec![NOBODY; 4]);
+    assert!(
+        wait_for(START_TIMEOUT, is_worker),
+        "pid {pid} never became the worker"
+    );
+    // It still syncs.
+    fs::write(s.src().join("bg"), b"x").unwrap();
+    wait_synced(&s.src(), &s.dst(), SYNC_TIMEOUT);
+    p.signal(Signal::SIGTERM);
+    assert!(
+        wait_for(SYNC_TIMEOUT, || !p.alive()),
+        "daemon {pid} did not end"
+    );
+    assert!(wait_for(SYNC_TIMEOUT, || !pid_file.exists()));
+}
+
+#[test]
+fn daemon_files_inside_the_watched_tree_are_refused() {
+    let s = Scratch::new("life-inside");
+    let mut d = Daemon::rsyncdirect(&s, 0, &["-z", "pidfile-in-tree"]);
+    let st = d.wait_exit(START_TIMEOUT).expect("did not exit");
+    assert_eq!(st.code(), Some(22));
+    assert!(
+        d.stderr().contains("inside the watched tree"),
+        "{}",
+        d.stderr()
+    );
+    assert!(!s.src().join("pidfile-in-tree").exists());
+}
