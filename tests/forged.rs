@@ -88,3 +88,50 @@ fn garbage_bytes_are_refused() {
 fn oversized_datagram_is_refused() {
     forged_request_is_refused("oversized", "truncated datagram");
 }
+
+#[test]
+fn exec_of_a_hook_that_is_not_configured_is_refused() {
+    forged_request_is_refused(
+        "exec-hook-unconfigured",
+        "ExitHook, which is not configured",
+    );
+}
+
+#[test]
+fn paths_for_a_template_without_include_list_are_refused() {
+    forged_request_is_refused("exec-paths-to-rsync", "takes at most 0");
+}
+
+#[test]
+fn a_path_argument_that_escapes_the_tree_is_refused() {
+    // direct mode: the template takes paths, so the path itself is what gets checked.
+    let s = Scratch::new("forge-path-dotdot");
+    let args: Vec<std::ffi::OsString> = vec![
+        "-M".into(),
+        "direct".into(),
+        "-W".into(),
+        s.src().into(),
+        "-D".into(),
+        s.dst().into(),
+        "-S".into(),
+        "/bin/true".into(),
+        "-w0".into(),
+        "-t0".into(),
+        "-H".into(),
+        "/NULL/".into(),
+    ];
+    let mut d = Daemon::start(&s, &args, &[("CLSYNC_TEST_FORGE", "exec-path-dotdot")]);
+    let st = d
+        .wait_exit(START_TIMEOUT)
+        .expect("daemon did not end after a forged request");
+    assert_eq!(st.code(), Some(70), "{}", d.stderr());
+    let log = d.stderr();
+    let refusal = log
+        .lines()
+        .find(|l| l.starts_with("audit: action=refused"))
+        .unwrap_or_default();
+    assert!(
+        refusal.contains("dot component") && refusal.contains("../../etc/shadow"),
+        "{log}"
+    );
+}

@@ -76,6 +76,79 @@ pub fn send(kind: &str, chan: &Channel) {
             },
             &[],
         ),
+        "exec-hook-unconfigured" => {
+            let Request::Exec {
+                job,
+                lists,
+                env,
+                call,
+                ..
+            } = exec(vec![])
+            else {
+                return;
+            };
+            chan.send(
+                &Request::Exec {
+                    job,
+                    handler: HandlerRef::ExitHook,
+                    lists,
+                    env,
+                    call,
+                },
+                &[],
+            )
+        }
+        // rsyncdirect takes no paths at all.
+        "exec-paths-to-rsync" => match (memfd(true), memfd(true)) {
+            (Some(a), Some(b)) => {
+                let Request::Exec {
+                    job,
+                    handler,
+                    lists,
+                    env,
+                    mut call,
+                } = exec(both)
+                else {
+                    return;
+                };
+                call.paths = vec![RelPath(b"x".to_vec())];
+                chan.send(
+                    &Request::Exec {
+                        job,
+                        handler,
+                        lists,
+                        env,
+                        call,
+                    },
+                    &[a.as_raw_fd(), b.as_raw_fd()],
+                )
+            }
+            _ => return,
+        },
+        // For a template with %INCLUDE-LIST% (direct mode): a path escaping the tree.
+        "exec-path-dotdot" => {
+            let Request::Exec {
+                job,
+                handler,
+                env,
+                mut call,
+                ..
+            } = exec(vec![])
+            else {
+                return;
+            };
+            call.paths = vec![RelPath(b"../../etc/shadow".to_vec())];
+            chan.send(
+                &Request::Exec {
+                    job,
+                    handler,
+                    lists: vec![],
+                    env,
+                    call,
+                },
+                &[],
+            )
+        }
         "exec-missing-list" => match memfd(true) {
             Some(fd) => chan.send(&exec(vec![ListKind::Include]), &[fd.as_raw_fd()]),
             None => return,
