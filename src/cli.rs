@@ -218,6 +218,11 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// Run a chown/chgrp/chmod handler itself instead of the built-in fixer, which never follows
+    /// symlinks (UNSAFE when others write the tree)
+    #[arg(long = "unsafe-external-handler")]
+    pub unsafe_external_handler: bool,
+
     /// Run in the background (fork, new session; standard fds are kept, as clsync does)
     #[arg(short = 'b', long = "background")]
     pub background: bool,

@@ -70,6 +70,8 @@ pub struct Config {
     /// watch dir, as clsync does), never inside the watched tree.
     pub pid_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
+    /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
+    pub fixer: Option<crate::handler::fixer::Fixer>,
     /// Hooks, absolute program paths.
     pub pre_exit_hook: Option<PathBuf>,
     pub exit_hook: Option<PathBuf>,
@@ -285,6 +287,11 @@ impl Config {
                 }
             };
         let worker_uid = id(&cli.uid, def_uid, true, "uid")?;
+        if worker_uid == 0 {
+            crate::warning!(
+                "--uid 0: the worker runs as root (still without capabilities, sandboxed); a separate user is safer"
+            );
+        }
         let worker_gid = id(&cli.gid, def_gid, false, "gid")?;
         let helper_uid = id(
             &cli.privileged_uid,
@@ -361,6 +368,43 @@ impl Config {
                 })
                 .transpose()
         };
+        // A chown/chgrp/chmod handler in direct or simple mode is performed natively (see
+        // handler::fixer): never following a tenant's symlink, never reading a name as an option.
+        let fixer = {
+            let name = handler
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if matches!(mode, Mode::Direct | Mode::Simple)
+                && crate::handler::fixer::recognised(&name)
+            {
+                if cli.unsafe_external_handler {
+                    crate::warning!(
+                        "--unsafe-external-handler: running {} itself; it may follow a tenant's symlink out of the tree",
+                        handler.display()
+                    );
+                    None
+                } else {
+                    let args: Vec<String> = handler_args
+                        .iter()
+                        .flatten()
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect();
+                    let ids = crate::handler::fixer::Ids {
+                        user: &|n| identity::resolve_uid(n).map_err(|e| e.to_string()),
+                        group: &|n| identity::resolve_gid(n).map_err(|e| e.to_string()),
+                    };
+                    Some(crate::handler::fixer::parse(&name, &args, &ids).map_err(|e| {
+                        inval(format!(
+                            "{e}. A {name} handler is performed by the built-in fixer, which does not follow symlinks; \
+                             to run {name} itself anyway (unsafe on a tree others write), pass --unsafe-external-handler"
+                        ))
+                    })?)
+                }
+            } else {
+                None
+            }
+        };
         let pre_exit_hook = hook("pre-exit-hook", &cli.pre_exit_hook)?;
         let exit_hook = hook("exit-hook", &cli.exit_hook)?;
         if cli.skip_initialsync && (cli.exit_on_no_events || cli.only_initialsync) {
@@ -410,6 +454,7 @@ impl Config {
             status_file,
             pre_exit_hook,
             exit_hook,
+            fixer,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

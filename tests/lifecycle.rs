@@ -87,6 +87,18 @@ fn quit_runs_the_pre_exit_hook_then_the_exit_hook_and_term_only_the_exit_hook() 
     }
 }
 
+/// Sends SIGKILL on drop to the process it was made for (not to a reused pid); the helper and
+/// the janitor follow the worker.
+struct KillOnDrop(Option<Proc>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take().filter(Proc::alive) {
+            p.signal(Signal::SIGKILL);
+        }
+    }
+}
+
 #[test]
 fn background_detaches_and_the_pid_file_names_the_daemon() {
     let s = Scratch::new("life-bg");
@@ -100,6 +112,8 @@ fn background_detaches_and_the_pid_file_names_the_daemon() {
         .parse::<i32>()
         .is_ok()));
     let pid: i32 = read(&pid_file).parse().unwrap();
+    // The background daemon is not the spawned child: end it by pid even if an assertion fails.
+    let _guard = KillOnDrop(Proc::of(pid));
     let p = Proc::of(pid).expect("no daemon with the pid file's pid");
     assert_ne!(pid, d.pid);
     // The pid file is written before the sandbox closes: wait for the worker's uid change.

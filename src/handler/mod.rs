@@ -1,6 +1,7 @@
 //! Sync-handler modes and list files.
 #![forbid(unsafe_code)]
 
+pub mod fixer;
 pub mod rsynclist;
 pub mod shelllist;
 pub mod template;

@@ -596,6 +596,12 @@ impl Helper {
             ));
         }
         check_paths(&call.paths)?;
+        if let Some(fixer) = self.s.policy.fixer.clone() {
+            if !fds.is_empty() {
+                return Err("exec of the built-in fixer with list files".into());
+            }
+            return self.start_fixer(job, fixer, call.paths);
+        }
         if self.jobs.contains_key(&job) {
             return Err(format!("exec of job {job}, which is still running"));
         }
@@ -755,6 +761,47 @@ impl Helper {
         }
     }
 
+    /// Runs the built-in fixer in a child: handler ids, the handler capabilities effective (no
+    /// exec, so they must be), handlers cgroup, own process group, death signal.
+    fn start_fixer(
+        &mut self,
+        job: u64,
+        fixer: crate::handler::fixer::Fixer,
+        paths: Vec<RelPath>,
+    ) -> Result<Option<End>, String> {
+        let helper_pid = sys::getpid();
+        let pid = match sys::fork() {
+            Err(e) => return Ok(Some(End::Failed(format!("cannot fork the fixer: {e}")))),
+            Ok(ForkResult::Child) => {
+                let code = fixer_child(self, helper_pid, &fixer, &paths);
+                sys::exit_now(code)
+            }
+            Ok(ForkResult::Parent { child }) => child,
+        };
+        crate::log::audit(
+            "exec",
+            audit_fields![
+                "job" => job,
+                "pid" => pid,
+                "uid" => self.s.policy.uid,
+                "gid" => self.s.policy.gid,
+                "argv" => format!("builtin-fixer ({fixer}) on {} paths", paths.len()),
+            ],
+        );
+        self.jobs.insert(
+            job,
+            Job {
+                pid,
+                files: Vec::new(),
+                termed: false,
+            },
+        );
+        self.send(&Reply::Started {
+            job,
+            pid: pid.as_raw(),
+        })
+    }
+
     /// Forks the handler: own process group, handlers cgroup, handler ids, exactly the
     /// configured capabilities as ambient, death signal, fds 0-2 only, cwd = watch root, our env.
     fn spawn(&self, argv: &[CString], envp: &[CString]) -> Result<Pid, Errno> {
@@ -778,7 +825,10 @@ impl Helper {
         if let Some(end) = self.reap() {
             return Some(end);
         }
-        term.then_some(End::Terminated)
+        // SIGTERM is our parent-death signal. A SIGTERM while the worker lives (a signal to the
+        // whole process group) is the worker's to act on: it flushes through us, then shuts
+        // us down.
+        (term && nix::unistd::getppid() != self.s.worker).then_some(End::Terminated)
     }
 
     /// Reaps finished handlers and reports them (unsolicited `Exited`).
@@ -916,6 +966,47 @@ fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) 
     } else {
         127
     }
+}
+
+fn fixer_child(
+    h: &Helper,
+    helper_pid: Pid,
+    fixer: &crate::handler::fixer::Fixer,
+    paths: &[RelPath],
+) -> i32 {
+    use crate::sandbox::caps;
+    sys::reset_signals_for_exec();
+    if nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
+        return 126;
+    }
+    if let Some(cg) = &h.s.cgroups {
+        if cg.enter_handlers_self().is_err() {
+            return 126;
+        }
+    }
+    let p = &h.s.policy;
+    let mut keep = vec![h.s.root.as_raw_fd()];
+    keep.extend(crate::log::syslog_fd());
+    if sys::close_all_except(&keep).is_err() {
+        return 126;
+    }
+    if let Err(e) = crate::sandbox::identity::drop_to(p.uid, p.gid) {
+        crate::error!("fixer: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
+        return 126;
+    }
+    if let Err(e) = caps::handler_child_caps(&p.caps) {
+        crate::error!("fixer: cannot set its capabilities: {e}");
+        return 126;
+    }
+    let eff: ::caps::CapsHashSet = p.caps.iter().copied().collect();
+    if let Err(e) = ::caps::set(None, ::caps::CapSet::Effective, &eff) {
+        crate::error!("fixer: cannot raise its capabilities: {e}");
+        return 126;
+    }
+    if caps::set_pdeathsig(Signal::SIGTERM).is_err() || nix::unistd::getppid() != helper_pid {
+        return 126;
+    }
+    crate::privsep::fixer::run(&h.s.root, fixer, paths)
 }
 
 fn check_paths(paths: &[RelPath]) -> Result<(), String> {

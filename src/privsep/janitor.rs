@@ -58,6 +58,17 @@ pub fn run(s: JanitorSetup) -> ! {
         if let Err(e) = cg.kill_all_handlers() {
             crate::warning!("janitor: {e}");
         }
+        // The worker leaves its group when it has fully exited (or when the helper moved it
+        // out): wait for that, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let busy = |cg: &DaemonCgroups| {
+            cg.worker_paths().iter().any(|p| {
+                std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| !t.trim().is_empty())
+            })
+        };
+        while busy(&cg) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         if let Err(e) = cg.remove() {
             crate::warning!("janitor: {e}");
         }

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use caps::Capability;
 
 use crate::config::{Config, Mode};
+use crate::handler::fixer::Fixer;
 use crate::handler::template::Template;
 use crate::privsep::protocol::ListKind;
 
@@ -30,6 +31,8 @@ pub struct ExecPolicy {
     pub keep_lists: bool,
     /// The rules file the helper reads for the worker (ReadRules).
     pub rules_file: Option<std::path::PathBuf>,
+    /// The built-in fixer that replaces a recognised chown/chgrp/chmod handler.
+    pub fixer: Option<Fixer>,
     /// Hooks, run as `[hook, label]` with the handler's identity.
     pub pre_exit_hook: Option<CString>,
     pub exit_hook: Option<CString>,
@@ -109,6 +112,7 @@ impl ExecPolicy {
             label: cfg.label.clone(),
             keep_lists: cfg.keep_lists,
             rules_file: cfg.rules_file.clone(),
+            fixer: cfg.fixer.clone(),
             pre_exit_hook: cfg
                 .pre_exit_hook
                 .as_ref()
