@@ -53,6 +53,9 @@ pub struct WorkerSetup {
     pub hooks: TestHooks,
     /// --status-file, opened by root before the sandbox; the worker rewrites it in place.
     pub status_file: Option<std::fs::File>,
+    /// The janitor's pipes: our write end (closing it says we are done) and the read end of
+    /// its "done" pipe (EOF once the cgroups, lists and files are gone).
+    pub janitor: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
@@ -132,6 +135,7 @@ pub struct Worker {
     /// SIGQUIT/SIGALRM with a --pre-exit-hook: run it once the current sync is done.
     preexit_pending: bool,
     status_file: Option<std::fs::File>,
+    janitor: Option<(OwnedFd, OwnedFd)>,
     /// st_dev of the watch dir (--one-file-system).
     root_dev: u64,
     /// -X: mount points found by walks; their content is excluded from every rsync call.
@@ -180,6 +184,7 @@ impl Worker {
             quitting: false,
             preexit_pending: false,
             status_file: s.status_file,
+            janitor: s.janitor,
             root_dev: 0,
             mount_points: Default::default(),
             resync: false,
@@ -289,6 +294,29 @@ impl Worker {
             Some(WaitPidFlag::WNOHANG)
         };
         let _ = waitpid(self.helper, flags);
+        // Let the janitor go (it also needs the helper gone) and wait until it has removed the
+        // cgroups, the lists and the pid/status files (bounded).
+        if let Some((write, done)) = self.janitor.take() {
+            drop(write);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut b = [0u8; 1];
+            loop {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(5000) as u16;
+                let mut fds = [PollFd::new(done.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(left)) {
+                    Ok(0) => break,
+                    Ok(_) => match nix::unistd::read(&done, &mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue,
+                    },
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     fn helper_status(&self) {

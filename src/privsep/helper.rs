@@ -79,6 +79,8 @@ pub struct HelperSetup {
     /// end (kept until the helper exits).
     pub janitor_read: Option<OwnedFd>,
     pub janitor_write: OwnedFd,
+    /// The write end of the janitor's "done" pipe (handed to the janitor, closed here).
+    pub janitor_done: Option<OwnedFd>,
     /// Set once the janitor runs.
     pub janitor: Option<Pid>,
     /// Files the janitor removes at the end (pid file, status file).
@@ -159,6 +161,7 @@ fn start_janitor(s: &mut HelperSetup) {
     let Some(wait) = s.janitor_read.take() else {
         return;
     };
+    let done = s.janitor_done.take();
     match sys::fork() {
         Ok(ForkResult::Child) => {
             crate::privsep::janitor::run(crate::privsep::janitor::JanitorSetup {
@@ -166,6 +169,8 @@ fn start_janitor(s: &mut HelperSetup) {
                 cgroups: s.cgroups.take(),
                 lists_dir,
                 remove_files: std::mem::take(&mut s.remove_files),
+                worker: s.worker,
+                done,
             })
         }
         Ok(ForkResult::Parent { child }) => {

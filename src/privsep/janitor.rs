@@ -28,11 +28,16 @@ pub struct JanitorSetup {
     pub lists_dir: Option<PathBuf>,
     /// The pid and status files.
     pub remove_files: Vec<PathBuf>,
+    /// The worker, moved out of its cgroup if it still lives (it waits for us).
+    pub worker: nix::unistd::Pid,
+    /// Kept open until the clean-up is done; the worker waits for its EOF.
+    pub done: Option<OwnedFd>,
 }
 
 /// Never returns.
 pub fn run(s: JanitorSetup) -> ! {
     let mut keep = vec![s.wait.as_raw_fd()];
+    keep.extend(s.done.as_ref().map(|d| d.as_raw_fd()));
     keep.extend(crate::log::syslog_fd());
     let _ = sys::close_all_except(&keep);
     if let Err(e) = confine() {
@@ -57,6 +62,11 @@ pub fn run(s: JanitorSetup) -> ! {
     if let Some(cg) = s.cgroups {
         if let Err(e) = cg.kill_all_handlers() {
             crate::warning!("janitor: {e}");
+        }
+        // A worker still alive (it waits for us after losing its helper) goes back to the group
+        // it started in, so its own group can go.
+        for parent in cg.parent_paths() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), s.worker.as_raw().to_string());
         }
         // The worker leaves its group when it has fully exited (or when the helper moved it
         // out): wait for that, bounded.

@@ -146,11 +146,16 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     let policy = ExecPolicy::from_config(&cfg);
     let (janitor_read, janitor_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
+    // The janitor holds the write end of `done` until it has cleaned up: the worker waits for
+    // its EOF before exiting, so nothing is left when the daemon's pid is gone.
+    let (done_read, done_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
     let worker_pid = sys::getpid();
 
     match sys::fork().map_err(|e| fail(1, format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(wsock);
+            drop(done_read);
             let helper_inotify = inotify;
             helper::run(HelperSetup {
                 chan: Channel::new(hsock),
@@ -166,11 +171,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 remove_files,
                 janitor_write,
                 janitor: None,
+                janitor_done: Some(done_write),
             })
         }
         ForkResult::Parent { child } => {
             drop(hsock);
             drop(janitor_read);
+            drop(done_write);
             drop(root);
             drop(lists);
             let hooks = TestHooks::from_env();
@@ -191,6 +198,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 inotify.as_raw_fd(),
                 sigfd_raw(&sigfd),
                 janitor_write.as_raw_fd(),
+                done_read.as_raw_fd(),
             ];
             keep.extend(crate::log::syslog_fd());
             keep.extend(status.as_ref().map(|f| f.as_raw_fd()));
@@ -206,10 +214,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 sigfd,
                 hooks,
                 status_file: status,
+                janitor: Some((janitor_write, done_read)),
             });
-            let code = w.run();
-            drop(janitor_write);
-            Ok(code)
+            Ok(w.run())
         }
     }
 }
