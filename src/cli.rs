@@ -218,6 +218,20 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// Skip an event when none of these lstat fields changed since the path's last sync
+    /// (dev,ino,mode,nlink,uid,gid,rdev,size,blksize,blocks,atime,mtime,ctime or *)
+    #[arg(
+        long = "modification-signature",
+        value_name = "FIELDS",
+        default_value = ""
+    )]
+    pub modification_signature: String,
+
+    /// Syscalls to avoid: mon_stat (no lstat per event: no big-file queue, every object a file
+    /// for the rules)
+    #[arg(long = "cancel-syscalls", value_name = "LIST", default_value = "")]
+    pub cancel_syscalls: String,
+
     /// Run a chown/chgrp/chmod handler itself instead of the built-in fixer, which never follows
     /// symlinks (UNSAFE when others write the tree)
     #[arg(long = "unsafe-external-handler")]

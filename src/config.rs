@@ -70,6 +70,10 @@ pub struct Config {
     /// watch dir, as clsync does), never inside the watched tree.
     pub pid_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
+    /// --modification-signature: stat fields (mask) whose change makes an event worth syncing.
+    pub modification_signature: u16,
+    /// --cancel-syscalls=mon_stat: no stat per event.
+    pub cancel_mon_stat: bool,
     /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
     pub fixer: Option<crate::handler::fixer::Fixer>,
     /// Hooks, absolute program paths.
@@ -405,6 +409,27 @@ impl Config {
                 None
             }
         };
+        let modification_signature = crate::handler::signature::parse(&cli.modification_signature)
+            .map_err(|e| inval(format!("--modification-signature: {e}")))?;
+        let mut cancel_mon_stat = false;
+        for w in cli
+            .cancel_syscalls
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            match w {
+                "mon_stat" => cancel_mon_stat = true,
+                other => {
+                    return Err(inval(format!(
+                        "--cancel-syscalls: unknown syscall group {other:?} (only mon_stat)"
+                    )))
+                }
+            }
+        }
+        if cancel_mon_stat && modification_signature != 0 {
+            return Err(inval("--modification-signature needs the per-event stat that --cancel-syscalls=mon_stat cancels"));
+        }
         let pre_exit_hook = hook("pre-exit-hook", &cli.pre_exit_hook)?;
         let exit_hook = hook("exit-hook", &cli.exit_hook)?;
         if cli.skip_initialsync && (cli.exit_on_no_events || cli.only_initialsync) {
@@ -455,6 +480,8 @@ impl Config {
             pre_exit_hook,
             exit_hook,
             fixer,
+            modification_signature,
+            cancel_mon_stat,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

@@ -136,6 +136,8 @@ pub struct Worker {
     preexit_pending: bool,
     status_file: Option<std::fs::File>,
     janitor: Option<(OwnedFd, OwnedFd)>,
+    /// --modification-signature: the last digest per path.
+    signatures: HashMap<Vec<u8>, u64>,
     /// st_dev of the watch dir (--one-file-system).
     root_dev: u64,
     /// -X: mount points found by walks; their content is excluded from every rsync call.
@@ -185,6 +187,7 @@ impl Worker {
             preexit_pending: false,
             status_file: s.status_file,
             janitor: s.janitor,
+            signatures: HashMap::new(),
             root_dev: 0,
             mount_points: Default::default(),
             resync: false,
@@ -917,6 +920,9 @@ impl Worker {
         }
         if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
             // Gone: no type to check; a deleted path is always synced so the copy follows.
+            if !self.signatures.is_empty() {
+                self.signatures.remove(&path.0);
+            }
             self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
         } else {
             to_stat.push((path, mask));
@@ -940,6 +946,15 @@ impl Worker {
             }
             paths = merged;
         }
+        if self.cfg.cancel_mon_stat {
+            // --cancel-syscalls=mon_stat: no stat; every object is a file of size 0.
+            for (p, mask) in paths {
+                if self.sync_allowed(p.as_bytes(), ObjKind::File) {
+                    self.enqueue(QueueId::Normal, p.0, Item::new(mask, false));
+                }
+            }
+            return Ok(());
+        }
         while !paths.is_empty() {
             let mut cost = 0;
             let mut take = 0;
@@ -957,9 +972,21 @@ impl Worker {
                 .stat(paths.iter().map(|(p, _)| p.clone()).collect())?;
             for ((p, mask), r) in paths.into_iter().zip(results) {
                 let (kind, size) = match r {
-                    StatResult::Found { kind, size, .. } => (kind, size),
+                    StatResult::Found {
+                        kind, size, sig, ..
+                    } => {
+                        // --modification-signature: a path whose selected fields did not change
+                        // since it was last queued is skipped (the first event always syncs).
+                        if sig != 0 && self.signatures.insert(p.0.clone(), sig) == Some(sig) {
+                            continue;
+                        }
+                        (kind, size)
+                    }
                     // Vanished since the event: sync it anyway (the copy must lose it too).
-                    StatResult::Errno(_) => (Kind::File, 0),
+                    StatResult::Errno(_) => {
+                        self.signatures.remove(&p.0);
+                        (Kind::File, 0)
+                    }
                 };
                 let okind = match kind {
                     Kind::File => ObjKind::File,

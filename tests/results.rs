@@ -214,3 +214,48 @@ fn a_big_file_waits_for_the_big_file_queue() {
     assert!(text[small..big].contains("call "), "same pass:\n{text}");
     d.stop();
 }
+
+#[test]
+fn modification_signature_skips_events_that_change_no_selected_field() {
+    let s = Scratch::new("res-signature");
+    fs::write(s.src().join("f"), b"x").unwrap();
+    let (h, log) = handler(&s, "exit 0");
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "shell",
+            &h,
+            &["-w0", "-t0", "--modification-signature", "uid,gid"],
+        ),
+        &[],
+    );
+    d.wait_ready();
+    let f = s.src().join("f");
+    let count = || log_text(&log).lines().filter(|l| l.ends_with(" f")).count();
+    let base = count(); // the initial sync listed it once
+    let touch = |p: &Path| set_mtime(p, 1_700_000_000 + count() as i64, 0);
+    // Each step ends with a marker file; once the marker is synced, f's event was decided.
+    let step = |n: u32| {
+        let m = format!("marker{n}");
+        fs::write(s.src().join(&m), b"m").unwrap();
+        assert!(
+            wait_for(SYNC_TIMEOUT, || log_text(&log).contains(&format!(" {m}"))),
+            "{}",
+            log_text(&log)
+        );
+    };
+    touch(&f);
+    step(1);
+    assert_eq!(count(), base + 1, "the first event on a path always syncs");
+    touch(&f);
+    step(2);
+    assert_eq!(count(), base + 1, "uid and gid unchanged: skipped");
+    std::os::unix::fs::chown(&f, Some(TEST_UID), None).unwrap();
+    step(3);
+    assert_eq!(count(), base + 2, "uid changed: synced");
+    touch(&f);
+    step(4);
+    assert_eq!(count(), base + 2, "skipped again");
+    d.stop();
+}

@@ -14,8 +14,21 @@ use std::path::Path;
 const WWW: u32 = 33; // www-data on Debian
 
 fn recipe(s: &Scratch, program: &str, extra: &[&str], args: &[&str]) -> Vec<OsString> {
+    // As clsync's manual writes it (with -w0 -t0 -T0 instead of 3 s delays).
     let mut v: Vec<OsString> = [
-        "-w0", "-t0", "-T0", "-x1", "-H", "/NULL/", "-Mdirect", "--uid", "0", "--gid", "0",
+        "-w0",
+        "-t0",
+        "-T0",
+        "-x1",
+        "-H",
+        "/NULL/",
+        "-Mdirect",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--modification-signature",
+        "uid,gid",
     ]
     .iter()
     .map(OsString::from)

@@ -4,4 +4,5 @@
 pub mod fixer;
 pub mod rsynclist;
 pub mod shelllist;
+pub mod signature;
 pub mod template;

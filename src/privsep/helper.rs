@@ -471,6 +471,7 @@ impl Helper {
                 kind: kind_of(st.st_mode),
                 size: st.st_size.max(0) as u64,
                 dev: st.st_dev,
+                sig: crate::handler::signature::digest(self.s.policy.signature, &st),
             },
             Err(e) => StatResult::Errno(e as i32),
         }

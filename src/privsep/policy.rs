@@ -31,6 +31,8 @@ pub struct ExecPolicy {
     pub keep_lists: bool,
     /// The rules file the helper reads for the worker (ReadRules).
     pub rules_file: Option<std::path::PathBuf>,
+    /// --modification-signature field mask (0: off); the helper digests these stat fields.
+    pub signature: u16,
     /// The built-in fixer that replaces a recognised chown/chgrp/chmod handler.
     pub fixer: Option<Fixer>,
     /// Hooks, run as `[hook, label]` with the handler's identity.
@@ -113,6 +115,7 @@ impl ExecPolicy {
             keep_lists: cfg.keep_lists,
             rules_file: cfg.rules_file.clone(),
             fixer: cfg.fixer.clone(),
+            signature: cfg.modification_signature,
             pre_exit_hook: cfg
                 .pre_exit_hook
                 .as_ref()

@@ -27,7 +27,7 @@ pub const VERSION: u32 = 1;
 /// Hard cap on one datagram. Socket buffers are raised to hold a few of these.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// Most paths in one batched request (Watch, Stat): their replies must fit a datagram too.
-pub const MAX_BATCH: usize = 2048;
+pub const MAX_BATCH: usize = 1024;
 /// Most fds one message may carry (an include and an exclude list).
 pub const MAX_FDS: usize = 2;
 
@@ -111,7 +111,13 @@ pub struct Entry {
 /// Result of one stat in a [`Request::Stat`] batch.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatResult {
-    Found { kind: Kind, size: u64, dev: u64 },
+    /// `sig`: the --modification-signature digest of the selected fields (0: none selected).
+    Found {
+        kind: Kind,
+        size: u64,
+        dev: u64,
+        sig: u64,
+    },
     Errno(i32),
 }
 
@@ -620,6 +626,7 @@ mod tests {
                     kind: Kind::Other,
                     size: u64::MAX,
                     dev: u64::MAX,
+                    sig: u64::MAX,
                 };
                 MAX_BATCH
             ],
