@@ -218,6 +218,10 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// Non-rsync modes: list lines hold the path only (needs -L)
+    #[arg(long = "synclist-simplify")]
+    pub synclist_simplify: bool,
+
     /// Skip an event when none of these lstat fields changed since the path's last sync
     /// (dev,ino,mode,nlink,uid,gid,rdev,size,blksize,blocks,atime,mtime,ctime or *)
     #[arg(

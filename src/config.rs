@@ -74,6 +74,8 @@ pub struct Config {
     pub modification_signature: u16,
     /// --cancel-syscalls=mon_stat: no stat per event.
     pub cancel_mon_stat: bool,
+    /// --synclist-simplify: shell list lines are the path only.
+    pub synclist_simplify: bool,
     /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
     pub fixer: Option<crate::handler::fixer::Fixer>,
     /// Hooks, absolute program paths.
@@ -427,6 +429,11 @@ impl Config {
                 }
             }
         }
+        if cli.synclist_simplify && (mode.is_rsync() || cli.lists_dir.is_none()) {
+            return Err(inval(
+                "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
+            ));
+        }
         if cancel_mon_stat && modification_signature != 0 {
             return Err(inval("--modification-signature needs the per-event stat that --cancel-syscalls=mon_stat cancels"));
         }
@@ -482,6 +489,7 @@ impl Config {
             fixer,
             modification_signature,
             cancel_mon_stat,
+            synclist_simplify: cli.synclist_simplify,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

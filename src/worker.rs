@@ -1139,10 +1139,15 @@ impl Worker {
         }
         let entries = &batch.includes;
         let label = self.cfg.label.clone();
+        let simplify = self.cfg.synclist_simplify;
         let shell_lists = |chunk: &[(Vec<u8>, Item)]| -> std::io::Result<Vec<(ListKind, OwnedFd)>> {
             let mut fds = Vec::new();
             for &kind in &want {
                 let fd = match kind {
+                    // --synclist-simplify: the path alone on each line.
+                    ListKind::Include if simplify => sealed(kind, |w| {
+                        shelllist::write_paths(w, chunk.iter().map(|(p, _)| p.as_slice()))
+                    })?,
                     ListKind::Include => sealed(kind, |w| {
                         shelllist::write_sync_lines(
                             w,

@@ -453,3 +453,66 @@ fn exclude_mount_points_keeps_rsync_out_of_them() {
         "the mount point's content is excluded"
     );
 }
+
+#[test]
+fn lists_dir_keep_lists_and_simplified_lines() {
+    let s = Scratch::new("mode-lists-dir");
+    sample(&s);
+    let lists = s.path("lists");
+    let c = run_once(
+        &s,
+        "shell",
+        &["-L", lists.to_str().unwrap(), "-U", "--synclist-simplify"],
+    );
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].args()[2].rsplit_once('/').unwrap().0,
+        lists.display().to_string()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&lists).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // -U: the list is still there after the daemon ended, with the path-only lines.
+    let kept: Vec<_> = fs::read_dir(&lists)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let lines: BTreeSet<String> = fs::read_to_string(&kept[0])
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        set(&[
+            "",
+            "a.tmp",
+            "b.txt",
+            "sub",
+            "sub/deep",
+            "sub/deep/x",
+            "keep",
+            "keep/k.tmp"
+        ])
+    );
+}
+
+#[test]
+fn an_insecure_lists_dir_is_refused() {
+    let s = Scratch::new("mode-lists-insecure");
+    let lists = s.mkdir("lists");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&lists, fs::Permissions::from_mode(0o755)).unwrap();
+    let (h, _) = logger(&s);
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["-L", lists.to_str().unwrap()]),
+        &[],
+    );
+    let st = d.wait_exit(START_TIMEOUT).expect("did not exit");
+    assert_eq!(st.code(), Some(13), "{}", d.stderr());
+    assert!(d.stderr().contains("insecure"), "{}", d.stderr());
+}
