@@ -4,6 +4,14 @@
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Threading {
+    #[default]
+    Off,
+    Safe,
+    Full,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputArg {
     Stderr,
@@ -217,6 +225,10 @@ pub struct Cli {
     /// Parent block of the configuration block (overrides its config-block-inherits)
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
+
+    /// Parallel syncs: off, safe (never two syncs of one path at once), full
+    #[arg(short = 'p', long = "threading", value_enum, default_value = "off")]
+    pub threading: Threading,
 
     /// Non-rsync modes: list lines hold the path only (needs -L)
     #[arg(long = "synclist-simplify")]

@@ -76,6 +76,8 @@ pub struct Config {
     pub cancel_mon_stat: bool,
     /// --synclist-simplify: shell list lines are the path only.
     pub synclist_simplify: bool,
+    /// -p/--threading: parallel handler children.
+    pub threading: crate::cli::Threading,
     /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
     pub fixer: Option<crate::handler::fixer::Fixer>,
     /// Hooks, absolute program paths.
@@ -434,6 +436,16 @@ impl Config {
                 "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
             ));
         }
+        if cli.threading != crate::cli::Threading::Off
+            && (cli.only_initialsync
+                || cli.exit_on_no_events
+                || cli.max_iterations > 0
+                || cli.pre_exit_hook.is_some())
+        {
+            return Err(inval(
+                "--threading cannot be combined with --only-initialsync, --exit-on-no-events, --max-iterations or --pre-exit-hook",
+            ));
+        }
         if cancel_mon_stat && modification_signature != 0 {
             return Err(inval("--modification-signature needs the per-event stat that --cancel-syscalls=mon_stat cancels"));
         }
@@ -490,6 +502,7 @@ impl Config {
             modification_signature,
             cancel_mon_stat,
             synclist_simplify: cli.synclist_simplify,
+            threading: cli.threading,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

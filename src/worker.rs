@@ -22,6 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::cli::Threading;
 use crate::config::{Config, Mode};
 use crate::handler::rsynclist::{ListFlags, RsyncLists};
 use crate::handler::shelllist;
@@ -127,7 +128,11 @@ pub struct Worker {
     status: Status,
     iteration: u64,
     next_job: u64,
-    running: Option<Running>,
+    /// Passes whose handler is running (at most one unless --threading).
+    running: Vec<Running>,
+    /// --threading=safe: entries held back because a running pass has the same path (or a
+    /// recursive ancestor); requeued when a pass ends.
+    lockwait: Batch,
     tries: u64,
     retry_at: Option<Instant>,
     initial_done: bool,
@@ -179,7 +184,8 @@ impl Worker {
             status: Status::Initsync,
             iteration: 0,
             next_job: 1,
-            running: None,
+            running: Vec::new(),
+            lockwait: Batch::default(),
             tries: 0,
             retry_at: None,
             initial_done: false,
@@ -382,38 +388,37 @@ impl Worker {
             if let Some(code) = self.exit_code {
                 return Ok(code);
             }
-            if self.preexit_pending && self.running.is_none() {
+            if self.preexit_pending && self.running.is_empty() {
                 self.preexit_pending = false;
                 self.run_hook(HandlerRef::PreExitHook)?;
             }
             let now = Instant::now();
-            if self.running.is_none() {
+            if self.can_start() {
                 let ignore = self.quitting || self.cfg.exit_on_no_events;
                 let due = self.next_pass(now, ignore);
                 if due.is_some_and(|d| d <= now) && self.start_pass(now, ignore)? {
                     continue;
                 }
-                if self.pending_empty() && self.initial_done {
-                    if self.quitting {
-                        return Ok(0);
-                    }
-                    if self.cfg.only_initialsync {
-                        return Ok(0);
-                    }
-                }
+            }
+            let idle = self.running.is_empty() && self.pending_empty() && self.initial_done;
+            if idle && (self.quitting || self.cfg.only_initialsync) {
+                return Ok(0);
             }
             // A running handler past its -k deadline is killed (TERM, then KILL).
-            if let Some(run) = self.running.as_mut() {
+            let mut overdue = Vec::new();
+            for run in self.running.iter_mut() {
                 if run.deadline.is_some_and(|d| d <= now) {
                     run.kills += 1;
                     run.deadline = Some(now + Duration::from_secs(2));
-                    let job = run.job;
-                    crate::warning!(
-                        "sync handler (job {job}) exceeded -k {}s: killing it",
-                        self.cfg.timeout_sync
-                    );
-                    self.client.kill(job)?;
+                    overdue.push(run.job);
                 }
+            }
+            for job in overdue {
+                crate::warning!(
+                    "sync handler (job {job}) exceeded -k {}s: killing it",
+                    self.cfg.timeout_sync
+                );
+                self.client.kill(job)?;
             }
             let until = |d: Instant| {
                 let ms = d
@@ -422,13 +427,16 @@ impl Worker {
                     .min(i32::MAX as u128) as i32;
                 PollTimeout::try_from(ms.max(0)).unwrap_or(PollTimeout::MAX)
             };
-            let timeout = match (
-                self.running.as_ref().map(|r| r.deadline),
-                self.next_pass(now, self.quitting || self.cfg.exit_on_no_events),
-            ) {
-                (Some(Some(deadline)), _) => until(deadline),
-                (None, Some(d)) => until(d),
-                _ if self.cfg.exit_on_no_events && self.initial_done && self.running.is_none() => {
+            let deadline = self.running.iter().filter_map(|r| r.deadline).min();
+            let next = if self.can_start() {
+                self.next_pass(now, self.quitting || self.cfg.exit_on_no_events)
+            } else {
+                None
+            };
+            let timeout = match (deadline, next) {
+                (Some(a), Some(b)) => until(a.min(b)),
+                (Some(d), None) | (None, Some(d)) => until(d),
+                _ if self.cfg.exit_on_no_events && self.initial_done && self.running.is_empty() => {
                     PollTimeout::ZERO
                 }
                 _ => PollTimeout::NONE,
@@ -466,7 +474,7 @@ impl Worker {
                 self.read_events()?;
             } else if self.cfg.exit_on_no_events
                 && self.initial_done
-                && self.running.is_none()
+                && self.running.is_empty()
                 && !sig
                 && !chan
                 && self.pending_empty()
@@ -1031,6 +1039,7 @@ impl Worker {
                 excludes: vec![],
             }
         };
+        let batch = self.hold_conflicts(batch);
         if batch.is_empty() {
             return Ok(false);
         }
@@ -1045,7 +1054,7 @@ impl Worker {
         };
         let job = self.exec(first)?;
         let deadline = self.deadline();
-        self.running = Some(Running {
+        self.running.push(Running {
             job,
             batch,
             initial,
@@ -1054,6 +1063,82 @@ impl Worker {
             kills: 0,
         });
         Ok(true)
+    }
+
+    /// Whether another pass may start now: one at a time without --threading; with `safe` the
+    /// initial sync runs alone; with `full` anything goes (up to MAX_PARALLEL).
+    fn can_start(&self) -> bool {
+        const MAX_PARALLEL: usize = 16;
+        match self.cfg.threading {
+            Threading::Off => self.running.is_empty(),
+            Threading::Safe => {
+                self.running.is_empty() || (self.initial_done && self.running.len() < MAX_PARALLEL)
+            }
+            Threading::Full => self.running.len() < MAX_PARALLEL,
+        }
+    }
+
+    /// --threading=safe: never two syncs of the same path at once. Entries whose path, or a
+    /// recursive ancestor, is in a running pass (or that are recursive over a running path) wait
+    /// in `lockwait` until a pass ends.
+    fn hold_conflicts(&mut self, batch: Batch) -> Batch {
+        if self.cfg.threading != Threading::Safe || self.running.is_empty() {
+            return batch;
+        }
+        let busy: std::collections::HashSet<&[u8]> = self
+            .running
+            .iter()
+            .flat_map(|r| r.batch.includes.iter().map(|(p, _)| p.as_slice()))
+            .collect();
+        let rec: std::collections::HashSet<&[u8]> = self
+            .running
+            .iter()
+            .flat_map(|r| {
+                r.batch
+                    .includes
+                    .iter()
+                    .filter(|(_, it)| it.recursive)
+                    .map(|(p, _)| p.as_slice())
+            })
+            .collect();
+        let under = |p: &[u8], root: &[u8]| {
+            root.is_empty() || (p.starts_with(root) && p.get(root.len()) == Some(&b'/'))
+        };
+        let conflicts = |p: &[u8], it: &Item| {
+            if busy.contains(p) || rec.contains(&b""[..]) {
+                return true;
+            }
+            let mut end = p.len();
+            while let Some(i) = p[..end].iter().rposition(|&b| b == b'/') {
+                if rec.contains(&p[..i]) {
+                    return true;
+                }
+                end = i;
+            }
+            it.recursive && busy.iter().any(|b| under(b, p))
+        };
+        let mut ok = Batch::default();
+        let mut held = Batch::default();
+        for (p, it) in batch.includes {
+            if conflicts(&p, &it) {
+                held.includes.push((p, it));
+            } else {
+                ok.includes.push((p, it));
+            }
+        }
+        if !held.includes.is_empty() {
+            // Excludes go with whichever part carries includes.
+            held.excludes = batch.excludes.clone();
+            crate::debug!(
+                2,
+                "threading=safe: {} paths wait for a running sync",
+                held.includes.len()
+            );
+        }
+        ok.excludes = batch.excludes;
+        self.lockwait.includes.extend(held.includes);
+        self.lockwait.excludes.extend(held.excludes);
+        ok
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -1210,9 +1295,14 @@ impl Worker {
     }
 
     fn on_exit(&mut self, job: u64, status: ExitStatus) -> Result<(), ClientError> {
-        let Some(run) = self.running.take_if(|r| r.job == job) else {
+        let Some(i) = self.running.iter().position(|r| r.job == job) else {
             return Ok(());
         };
+        let run = self.running.swap_remove(i);
+        // A pass ended: what waited for it may go now.
+        if !self.lockwait.is_empty() {
+            std::mem::take(&mut self.lockwait).requeue(&mut self.queues, Instant::now());
+        }
         let code = match status {
             ExitStatus::Code(c) => c,
             ExitStatus::Signal(s) => 128 + s,
@@ -1229,7 +1319,7 @@ impl Worker {
             if let Some(next) = run.rest.pop_front() {
                 run.job = self.exec(next)?;
                 run.deadline = self.deadline();
-                self.running = Some(run);
+                self.running.push(run);
                 return Ok(());
             }
             self.tries = 0;

@@ -259,3 +259,99 @@ fn modification_signature_skips_events_that_change_no_selected_field() {
     assert_eq!(count(), base + 2, "skipped again");
     d.stop();
 }
+
+/// A handler that logs `start <pid> <paths…>` and, a moment later, `end <pid>`.
+fn slow_handler(s: &Scratch) -> (PathBuf, PathBuf) {
+    let log = s.path("calls.log");
+    let h = s.path("slow.sh");
+    write_script(
+        &h,
+        &format!(
+            "#!/bin/sh\nl=\"\"; for a in \"$@\"; do case \"$a\" in {tmp}/*) l=$(cut -d' ' -f4- \"$a\" | tr '\\n' ' ');; esac; done\n\
+             echo \"start $$ $l\" >> {log}\nsleep 1\necho \"end $$\" >> {log}\n",
+            log = log.display(),
+            tmp = s.tmp().display()
+        ),
+    );
+    (h, log)
+}
+
+/// (start line index, end line index) of the call that listed `path`.
+fn span(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (i, l) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.starts_with("start ") && l.split(' ').any(|w| w == path))?;
+    let pid = l.split(' ').nth(1)?;
+    let j = lines.iter().position(|l| *l == format!("end {pid}"))?;
+    Some((i, j))
+}
+
+#[test]
+fn threading_safe_runs_other_paths_in_parallel_but_never_one_path_twice() {
+    let s = Scratch::new("res-threading-safe");
+    let (h, log) = slow_handler(&s);
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["-w0", "-t0", "-p", "safe"]),
+        &[],
+    );
+    d.wait_ready();
+    fs::write(s.src().join("f"), b"1").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" f ")),
+        "{}",
+        log_text(&log)
+    );
+    // While f's sync runs: f again (must wait) and g (may run at once).
+    fs::write(s.src().join("f"), b"2").unwrap();
+    fs::write(s.src().join("g"), b"1").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || {
+            let t = log_text(&log);
+            t.lines()
+                .filter(|l| l.starts_with("start") && l.contains(" f "))
+                .count()
+                == 2
+                && span(&t, "g").is_some()
+        }),
+        "{}",
+        log_text(&log)
+    );
+    let t = log_text(&log);
+    let (f1s, f1e) = span(&t, "f").unwrap();
+    let (gs, _) = span(&t, "g").unwrap();
+    assert!(gs > f1s && gs < f1e, "g ran in parallel with f:\n{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    let f2s = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("start") && l.contains(" f "))
+        .nth(1)
+        .unwrap()
+        .0;
+    assert!(f2s > f1e, "the second sync of f waited for the first:\n{t}");
+    d.stop();
+}
+
+#[test]
+fn threading_off_runs_one_sync_at_a_time() {
+    let s = Scratch::new("res-threading-off");
+    let (h, log) = slow_handler(&s);
+    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0"]), &[]);
+    d.wait_ready();
+    fs::write(s.src().join("f"), b"1").unwrap();
+    assert!(wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" f ")));
+    fs::write(s.src().join("g"), b"1").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || span(&log_text(&log), "g").is_some()),
+        "{}",
+        log_text(&log)
+    );
+    let t = log_text(&log);
+    let (_, fe) = span(&t, "f").unwrap();
+    let (gs, _) = span(&t, "g").unwrap();
+    assert!(gs > fe, "g waited for f:\n{t}");
+    d.stop();
+}
