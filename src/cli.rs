@@ -302,6 +302,52 @@ pub struct Cli {
     #[arg(long = "secure-splitting")]
     pub secure_splitting: bool,
 
+    /// The event source: inotify (the only one on Linux)
+    #[arg(long = "monitor", value_name = "NAME", default_value = "inotify")]
+    pub monitor: String,
+
+    /// Accepted for compatibility: the helper always checks every exec against the configuration
+    #[arg(long = "check-execvp-arguments")]
+    pub check_execvp_arguments: bool,
+
+    /// Accepted for compatibility: the worker always runs under a seccomp allowlist
+    #[arg(long = "seccomp-filter")]
+    pub seccomp_filter: bool,
+
+    /// Accepted for compatibility: the worker can open no file at all (landlock)
+    #[arg(long = "forbid-devices")]
+    pub forbid_devices: bool,
+
+    /// off | non-privileged (the worker always has its own network namespace) | everywhere
+    #[arg(
+        long = "detach-network",
+        value_name = "WHERE",
+        default_value = "non-privileged"
+    )]
+    pub detach_network: String,
+
+    /// Accepted for compatibility: the worker always has its own IPC and UTS namespaces
+    #[arg(long = "detach-ipc", value_name = "N", default_value = "1")]
+    pub detach_ipc: String,
+
+    /// Accepted for compatibility: the worker always has its own IPC and UTS namespaces
+    #[arg(long = "detach-miscellanea")]
+    pub detach_miscellanea: bool,
+
+    /// Name of the daemon's cgroup (under the cgroup it starts in) [default: clsync-%PID%]
+    #[arg(long = "cgroup-group-name", value_name = "NAME")]
+    pub cgroup_group_name: Option<String>,
+
+    /// The helper's capabilities: a subset of CAP_DAC_READ_SEARCH,CAP_SETUID,CAP_SETGID,CAP_KILL
+    /// (it always keeps exactly these four; giving fewer is refused)
+    #[arg(short = 'C', long = "preserve-capabilities", value_name = "CAPS")]
+    pub preserve_capabilities: Option<String>,
+
+    /// clsync's inheritable-set policy; here the handler's capabilities are set with
+    /// --sync-handler-capabilities
+    #[arg(long = "inherit-capabilities", value_name = "WORD")]
+    pub inherit_capabilities: Option<String>,
+
     /// Arguments for the sync handler (replace the mode's default arguments)
     #[arg(value_name = "HANDLER-ARGS")]
     pub handler_args: Vec<String>,
@@ -468,7 +514,11 @@ pub fn parse_with_config(
                 None
             }),
     };
-    let Some(file) = file else { return Ok(Ok(cli)) };
+    let Some(file) = file else {
+        let mut cli = cli;
+        expand_options(&mut cli, &cmd, &matches);
+        return Ok(Ok(cli));
+    };
     let block = cli
         .config_block
         .clone()
@@ -543,7 +593,70 @@ pub fn parse_with_config(
         }
     }
     extra.extend(argv.iter().skip(1).cloned());
-    let mut merged = Cli::try_parse_from(extra)?;
+    let m = cmd.clone().try_get_matches_from(extra.iter())?;
+    let mut merged = Cli::from_arg_matches(&m)?;
     merged.handler_args.extend(positional);
+    expand_options(&mut merged, &cmd, &m);
     Ok(Ok(merged))
+}
+
+/// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),
+/// `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name expands to nothing and
+/// an unterminated `%` ends the value (as clsync 0.4.5). Handler arguments are not expanded here
+/// (see handler::template).
+fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
+    let lookup = |name: &str| -> Option<String> {
+        if name == "PID" {
+            return Some(std::process::id().to_string());
+        }
+        let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
+        let mut raw = m.get_raw(arg.get_id().as_str())?;
+        raw.next_back().map(|v| v.to_string_lossy().into_owned())
+    };
+    let expand = |v: &mut String| {
+        if !v.contains('%') {
+            return;
+        }
+        let mut out = String::new();
+        let mut rest = v.as_str();
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let Some(j) = after.find('%') else {
+                crate::warning!("option value {v:?}: unterminated %: the rest is dropped");
+                rest = "";
+                break;
+            };
+            let name = &after[..j];
+            if name.is_empty() {
+                out.push('%');
+            } else if let Some(val) = lookup(name) {
+                out.push_str(&val);
+            } else if cmd.get_arguments().any(|a| a.get_long() == Some(name)) {
+                crate::warning!("variable \"{name}\" is not set");
+            }
+            rest = &after[j + 1..];
+        }
+        out.push_str(rest);
+        *v = out;
+    };
+    for field in [
+        &mut cli.watch_dir,
+        &mut cli.destination_dir,
+        &mut cli.sync_handler,
+        &mut cli.rules_file,
+        &mut cli.lists_dir,
+        &mut cli.pid_file,
+        &mut cli.status_file,
+        &mut cli.exit_hook,
+        &mut cli.pre_exit_hook,
+        &mut cli.cgroup_group_name,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        expand(field);
+    }
+    expand(&mut cli.label);
+    expand(&mut cli.syslog_ident);
 }

@@ -76,6 +76,9 @@ pub struct Config {
     pub cancel_mon_stat: bool,
     /// --synclist-simplify: shell list lines are the path only.
     pub synclist_simplify: bool,
+    /// The daemon's cgroup name (one path component) under the cgroup it starts in; default
+    /// `clsync-<pid>` (the pid after -b).
+    pub cgroup_name: Option<String>,
     /// -p/--threading: parallel handler children.
     pub threading: crate::cli::Threading,
     /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
@@ -183,6 +186,58 @@ impl Config {
                 "--splitting={}: this build always runs privilege-separated (process); other values are not supported yet",
                 cli.splitting
             )));
+        }
+        match cli.monitor.as_str() {
+            "inotify" => {}
+            "gio" | "kqueue" | "bsm" | "bsd" | "dtracepipe" => {
+                return Err(inval(format!(
+                "--monitor={}: not available on Linux in clsync-rs; inotify is the monitor here",
+                cli.monitor
+            )))
+            }
+            other => {
+                return Err(inval(format!(
+                    "--monitor={other}: unknown monitor (inotify)"
+                )))
+            }
+        }
+        match cli.detach_network.as_str() {
+            "" | "off" | "non-privileged" => {}
+            "everywhere" => {
+                return Err(inval(
+                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker always has its own network namespace",
+                ))
+            }
+            other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
+        }
+        if let Some(c) = &cli.preserve_capabilities {
+            let want = scaps::parse_cap_list(c).map_err(|e| inval(format!("-C: {e}")))?;
+            if let Some(x) = want.iter().find(|c| !scaps::HELPER_CAPS.contains(c)) {
+                return Err(inval(format!(
+                    "-C {c}: {x} is not one of the helper's capabilities (CAP_DAC_READ_SEARCH, CAP_SETUID, CAP_SETGID, CAP_KILL)"
+                )));
+            }
+            if want.len() < scaps::HELPER_CAPS.len() {
+                return Err(inval(format!(
+                    "-C {c}: the helper needs all of CAP_DAC_READ_SEARCH, CAP_SETUID, CAP_SETGID and CAP_KILL to do its work"
+                )));
+            }
+        }
+        let cgroup_name = cli.cgroup_group_name.clone();
+        if let Some(n) = &cgroup_name {
+            if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+                return Err(inval(format!(
+                    "--cgroup-group-name={n}: one path component, created under the cgroup the daemon starts in"
+                )));
+            }
+        }
+        if let Some(w) = &cli.inherit_capabilities {
+            match w.as_str() {
+                "" | "permittied" | "dont-touch" | "clsync" | "empty" => crate::warning!(
+                    "--inherit-capabilities={w}: ignored; the sync handler gets exactly --sync-handler-capabilities"
+                ),
+                other => return Err(inval(format!("--inherit-capabilities={other}: unknown value"))),
+            }
         }
         let mode =
             match cli.mode {
@@ -503,6 +558,7 @@ impl Config {
             cancel_mon_stat,
             synclist_simplify: cli.synclist_simplify,
             threading: cli.threading,
+            cgroup_name,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,
             delay_bigfile: cli.delay_collect_bigfile,

@@ -149,3 +149,89 @@ fn broken_or_missing_config_files_are_errors() {
     assert_eq!(code, 255);
     assert!(err.contains("no block [nosuch]"), "{err}");
 }
+
+#[test]
+fn option_values_expand_other_options_like_clsync() {
+    let s = Scratch::new("conf-expand");
+    fs::create_dir(s.path("site-a")).unwrap();
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[lxc]\nwatch-dir = {root}/%label%\nmode = rsyncdirect\ndestination-dir = {dst}\npid-file = {root}/clsync-%label%.pid\n",
+            root = s.root().display(),
+            dst = s.dst().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "-K", "lxc", "-l", "site-a"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        line(&out, "watch-dir"),
+        s.path("site-a").display().to_string()
+    );
+    let (_, out, _) = check(&[
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        s.src().to_str().unwrap(),
+        "-D",
+        s.dst().to_str().unwrap(),
+        "-l",
+        "100%%",
+    ]);
+    assert_eq!(line(&out, "label"), "100%");
+}
+
+#[test]
+fn security_options_of_clsync_are_accepted_or_refused_clearly() {
+    let s = Scratch::new("conf-security");
+    let (src, dst) = (s.src(), s.dst());
+    let base = [
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        src.to_str().unwrap(),
+        "-D",
+        dst.to_str().unwrap(),
+    ];
+    let ok = |extra: &[&str]| {
+        let a: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        check(&a)
+    };
+    for extra in [
+        &["--secure-splitting"][..],
+        &[
+            "--check-execvp-arguments",
+            "--seccomp-filter",
+            "--forbid-devices",
+        ],
+        &[
+            "--detach-network=non-privileged",
+            "--detach-ipc=1",
+            "--detach-miscellanea",
+        ],
+        &["-C", "CAP_DAC_READ_SEARCH,CAP_SETUID,CAP_SETGID,CAP_KILL"],
+        &["--monitor=inotify", "--splitting=process"],
+    ] {
+        let (code, _, err) = ok(extra);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+    }
+    for (extra, msg) in [
+        (&["--monitor=gio"][..], "not available on Linux"),
+        (&["--detach-network=everywhere"], "not supported"),
+        (
+            &["-C", "CAP_SYS_ADMIN"],
+            "not one of the helper's capabilities",
+        ),
+        (&["-C", "CAP_KILL"], "needs all of"),
+    ] {
+        let (code, _, err) = ok(extra);
+        assert_eq!(code, 22, "{extra:?}");
+        assert!(err.contains(msg), "{extra:?}: {err}");
+    }
+}

@@ -118,7 +118,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .cloned()
         .collect();
     let (cgroups, warnings) = match DaemonCgroups::create(
-        &format!("clsync-{}", sys::getpid()),
+        &cfg.cgroup_name
+            .clone()
+            .unwrap_or_else(|| format!("clsync-{}", sys::getpid())),
         WORKER_LIMITS,
         HANDLER_LIMITS,
     ) {
