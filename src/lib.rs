@@ -15,6 +15,7 @@ pub mod config;
 pub mod confile;
 pub mod handler;
 pub mod monitor;
+pub mod notify;
 pub mod privsep;
 pub mod queue;
 pub mod rules;

@@ -54,6 +54,8 @@ pub struct WorkerSetup {
     pub hooks: TestHooks,
     /// --status-file, opened by root before the sandbox; the worker rewrites it in place.
     pub status_file: Option<std::fs::File>,
+    /// systemd notifications (Type=notify), connected before the sandbox.
+    pub notify: Option<crate::notify::Notifier>,
     /// The janitor's pipes: our write end (closing it says we are done) and the read end of
     /// its "done" pipe (EOF once the cgroups, lists and files are gone).
     pub janitor: Option<(OwnedFd, OwnedFd)>,
@@ -141,6 +143,7 @@ pub struct Worker {
     preexit_pending: bool,
     status_file: Option<std::fs::File>,
     janitor: Option<(OwnedFd, OwnedFd)>,
+    notify: Option<crate::notify::Notifier>,
     /// --modification-signature: the last digest per path.
     signatures: HashMap<Vec<u8>, u64>,
     /// st_dev of the watch dir (--one-file-system).
@@ -193,6 +196,7 @@ impl Worker {
             preexit_pending: false,
             status_file: s.status_file,
             janitor: s.janitor,
+            notify: s.notify,
             signatures: HashMap::new(),
             root_dev: 0,
             mount_points: Default::default(),
@@ -237,6 +241,9 @@ impl Worker {
     /// Writes the state word to --status-file (in place: the worker cannot create files).
     fn set_status(&mut self, st: Status) {
         self.status = st;
+        if let Some(n) = &self.notify {
+            n.send(&format!("STATUS={}", st.word()));
+        }
         if let Some(f) = self.status_file.as_mut() {
             use std::io::{Seek, SeekFrom};
             let word = st.word().as_bytes();
@@ -282,6 +289,9 @@ impl Worker {
     /// Orderly end: asks the helper to end its handlers and clean up, and waits (bounded) for it
     /// to exit, so that no handler, list or cgroup is left when this process exits.
     fn finish(&mut self) {
+        if let Some(n) = &self.notify {
+            n.send("STOPPING=1");
+        }
         let mut ended = false;
         if self.client.shutdown().is_ok() {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -342,6 +352,7 @@ impl Worker {
 
     fn main(&mut self) -> Result<i32, ClientError> {
         self.client.handshake()?;
+        self.set_status(Status::Initsync);
         let started = Instant::now();
         if self.cfg.one_file_system {
             if let Some(StatResult::Found { dev, .. }) =
@@ -427,7 +438,15 @@ impl Worker {
                     .min(i32::MAX as u128) as i32;
                 PollTimeout::try_from(ms.max(0)).unwrap_or(PollTimeout::MAX)
             };
-            let deadline = self.running.iter().filter_map(|r| r.deadline).min();
+            if let Some(n) = self.notify.as_mut() {
+                n.ping(now);
+            }
+            let deadline = self
+                .running
+                .iter()
+                .filter_map(|r| r.deadline)
+                .chain(self.notify.as_ref().and_then(|n| n.next_ping()))
+                .min();
             let next = if self.can_start() {
                 self.next_pass(now, self.quitting || self.cfg.exit_on_no_events)
             } else {
@@ -636,6 +655,13 @@ impl Worker {
             "ready: initial sync done, {} directories watched",
             self.tree.watched()
         );
+        if let Some(n) = &self.notify {
+            n.send(&format!(
+                "READY=1\nMAINPID={}\nSTATUS=running: {} directories watched",
+                std::process::id(),
+                self.tree.watched()
+            ));
+        }
         self.hooks.after_ready(&self.client, &self.inotify);
     }
 

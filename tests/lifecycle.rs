@@ -146,3 +146,48 @@ fn daemon_files_inside_the_watched_tree_are_refused() {
     );
     assert!(!s.src().join("pidfile-in-tree").exists());
 }
+
+#[test]
+fn systemd_notifications_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    let s = Scratch::new("life-notify");
+    let sock_path = s.path("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut d = Daemon::start(
+        &s,
+        &rsyncdirect_args(&s, 0, &[]),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut recv_until = |got: &mut Vec<String>, what: &str| {
+        wait_for(START_TIMEOUT, || {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            got.iter().any(|m| m.contains(what))
+        })
+    };
+    assert!(
+        recv_until(&mut got, "READY=1"),
+        "no READY=1: {got:?}\n{}",
+        d.stderr()
+    );
+    let ready = got.iter().find(|m| m.contains("READY=1")).unwrap().clone();
+    assert!(ready.contains(&format!("MAINPID={}", d.pid)), "{ready}");
+    assert!(s.dst().exists(), "READY comes after the initial sync");
+    assert!(got.iter().any(|m| m == "STATUS=initsync"), "{got:?}");
+    assert!(
+        recv_until(&mut got, "WATCHDOG=1"),
+        "no watchdog ping: {got:?}"
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(recv_until(&mut got, "STOPPING=1"), "no STOPPING=1: {got:?}");
+    d.stop();
+}

@@ -72,6 +72,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         write_new(p, format!("{}", sys::getpid()).as_bytes())
             .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;
     }
+    // systemd's notification socket, connected now: the worker cannot connect later.
+    let notify = crate::notify::Notifier::from_env();
     let status = match &cfg.status_file {
         Some(p) => Some(write_new(p, b"starting").map_err(|e| {
             fail(
@@ -204,6 +206,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             ];
             keep.extend(crate::log::syslog_fd());
             keep.extend(status.as_ref().map(|f| f.as_raw_fd()));
+            keep.extend(notify.as_ref().map(|n| n.raw_fd()));
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
             confine_worker(&cfg, chan.raw_fd(), &hooks)
@@ -217,6 +220,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 hooks,
                 status_file: status,
                 janitor: Some((janitor_write, done_read)),
+                notify,
             });
             Ok(w.run())
         }
