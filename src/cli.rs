@@ -253,6 +253,27 @@ pub struct Cli {
     #[arg(long = "unsafe-external-handler")]
     pub unsafe_external_handler: bool,
 
+    /// Control socket (clsync's line protocol, plus `status` as JSON)
+    #[arg(short = 's', long = "socket", value_name = "PATH")]
+    pub socket: Option<String>,
+
+    /// Owner of the control socket (USER[:GROUP])
+    #[arg(long = "socket-own", value_name = "USER[:GROUP]")]
+    pub socket_own: Option<String>,
+
+    /// Mode of the control socket (octal)
+    #[arg(long = "socket-mod", value_name = "MODE")]
+    pub socket_mod: Option<String>,
+
+    /// Authentication on the control socket: null (none; rely on --socket-own/--socket-mod)
+    #[arg(long = "socket-auth", value_name = "WORD")]
+    pub socket_auth: Option<String>,
+
+    /// Client: send COMMAND (status, version, info, quit, die) to a daemon's control socket
+    /// and print the answer
+    #[arg(long = "ctl", value_name = "SOCKET")]
+    pub ctl: Option<String>,
+
     /// Run in the background (fork, new session; standard fds are kept, as clsync does)
     #[arg(short = 'b', long = "background")]
     pub background: bool,

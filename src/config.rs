@@ -79,6 +79,10 @@ pub struct Config {
     /// The daemon's cgroup name (one path component) under the cgroup it starts in; default
     /// `clsync-<pid>` (the pid after -b).
     pub cgroup_name: Option<String>,
+    /// --socket: the control socket's path, owner and mode.
+    pub socket: Option<PathBuf>,
+    pub socket_owner: Option<(Option<u32>, Option<u32>)>,
+    pub socket_mode: Option<u32>,
     /// -p/--threading: parallel handler children.
     pub threading: crate::cli::Threading,
     /// The built-in fixer for a recognised chown/chgrp/chmod handler (direct and simple modes).
@@ -419,6 +423,48 @@ impl Config {
             Ok(Some(p))
         };
         let pid_file = own_file("pid-file", &cli.pid_file)?;
+        let socket = own_file("socket", &cli.socket)?;
+        if socket.is_none()
+            && (cli.socket_own.is_some() || cli.socket_mod.is_some() || cli.socket_auth.is_some())
+        {
+            return Err(inval(
+                "--socket-own, --socket-mod and --socket-auth need --socket",
+            ));
+        }
+        if let Some(a) = cli
+            .socket_auth
+            .as_deref()
+            .filter(|a| !a.is_empty() && *a != "null")
+        {
+            return Err(inval(format!("--socket-auth={a}: only null is supported; protect the socket with --socket-own and --socket-mod")));
+        }
+        let socket_mode = cli
+            .socket_mod
+            .as_deref()
+            .map(|m| {
+                u32::from_str_radix(m.trim(), 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| inval(format!("--socket-mod={m}: an octal mode")))
+            })
+            .transpose()?;
+        let socket_owner = cli
+            .socket_own
+            .as_deref()
+            .map(|o| -> Result<(Option<u32>, Option<u32>), ConfigError> {
+                let (u, g) = o.split_once(':').map_or((o, None), |(u, g)| (u, Some(g)));
+                let uid = (!u.is_empty())
+                    .then(|| identity::resolve_uid(u))
+                    .transpose()
+                    .map_err(|e| inval(format!("--socket-own: {e}")))?;
+                let gid = g
+                    .filter(|g| !g.is_empty())
+                    .map(identity::resolve_gid)
+                    .transpose()
+                    .map_err(|e| inval(format!("--socket-own: {e}")))?;
+                Ok((uid, gid))
+            })
+            .transpose()?;
         let status_file = own_file("status-file", &cli.status_file)?;
         let hook = |opt: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
             v.as_deref()
@@ -558,6 +604,9 @@ impl Config {
             cancel_mon_stat,
             synclist_simplify: cli.synclist_simplify,
             threading: cli.threading,
+            socket,
+            socket_owner,
+            socket_mode,
             cgroup_name,
             delay_sync: cli.delay_sync,
             delay_collect: cli.delay_collect,

@@ -13,6 +13,7 @@ pub mod log;
 pub mod cli;
 pub mod config;
 pub mod confile;
+pub mod control;
 pub mod handler;
 pub mod monitor;
 pub mod notify;

@@ -45,6 +45,12 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if let Some(sock) = &cli.ctl {
+        std::process::exit(ctl(
+            sock,
+            cli.handler_args.first().map_or("status", String::as_str),
+        ));
+    }
     let cfg = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -63,4 +69,40 @@ fn main() {
             std::process::exit(e.code);
         }
     }
+}
+
+/// `clsync --ctl SOCKET [status|version|info|quit|die]`: one request, the answer on stdout.
+fn ctl(sock: &str, cmd: &str) -> i32 {
+    use std::io::{BufRead, BufReader, Write};
+    let line = match cmd {
+        "status" => "status\n",
+        "version" => "1 200\n",
+        "info" => "1 201\n",
+        "quit" => "1 250\n",
+        "die" => "1 240\n",
+        other => {
+            clsync_rs::error!(
+                "--ctl: unknown command {other:?} (status, version, info, quit, die)"
+            );
+            return 22;
+        }
+    };
+    let stream = match std::os::unix::net::UnixStream::connect(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            clsync_rs::error!("--ctl: cannot connect to {sock}: {e}");
+            return 2;
+        }
+    };
+    let mut r = BufReader::new(&stream);
+    let mut greeting = String::new();
+    let _ = r.read_line(&mut greeting);
+    if (&stream).write_all(line.as_bytes()).is_err() {
+        clsync_rs::error!("--ctl: the daemon closed the connection");
+        return 1;
+    }
+    let mut answer = String::new();
+    let _ = r.read_line(&mut answer);
+    print!("{answer}");
+    0
 }

@@ -8,10 +8,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::unistd::{ForkResult, Pid};
 
-/// Takes ownership of an fd the kernel just installed for us (SCM_RIGHTS).
+/// Takes ownership of an fd the kernel just installed for us (SCM_RIGHTS, accept4).
 pub fn adopt_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was returned by recvmsg's SCM_RIGHTS control message a moment ago: it is open,
-    // belongs to this process, and nothing else owns it yet.
+    // SAFETY: `fd` was returned a moment ago by recvmsg's SCM_RIGHTS control message or by
+    // accept4: it is open, belongs to this process, and nothing else owns it yet.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

@@ -56,6 +56,8 @@ pub struct WorkerSetup {
     pub status_file: Option<std::fs::File>,
     /// systemd notifications (Type=notify), connected before the sandbox.
     pub notify: Option<crate::notify::Notifier>,
+    /// --socket: the control socket, bound and listening before the sandbox.
+    pub control: Option<crate::control::Control>,
     /// The janitor's pipes: our write end (closing it says we are done) and the read end of
     /// its "done" pipe (EOF once the cgroups, lists and files are gone).
     pub janitor: Option<(OwnedFd, OwnedFd)>,
@@ -144,6 +146,10 @@ pub struct Worker {
     status_file: Option<std::fs::File>,
     janitor: Option<(OwnedFd, OwnedFd)>,
     notify: Option<crate::notify::Notifier>,
+    control: Option<crate::control::Control>,
+    /// The last finished sync (exit code, unix time) and how many failed, for `status`.
+    last_sync: Option<(i32, u64)>,
+    failures: u64,
     /// --modification-signature: the last digest per path.
     signatures: HashMap<Vec<u8>, u64>,
     /// st_dev of the watch dir (--one-file-system).
@@ -197,6 +203,9 @@ impl Worker {
             status_file: s.status_file,
             janitor: s.janitor,
             notify: s.notify,
+            control: s.control,
+            last_sync: None,
+            failures: 0,
             signatures: HashMap::new(),
             root_dev: 0,
             mount_points: Default::default(),
@@ -236,6 +245,45 @@ impl Worker {
         };
         self.finish();
         code
+    }
+
+    /// What the control socket reports.
+    fn snapshot(&self) -> crate::control::Snapshot {
+        crate::control::Snapshot {
+            status: self.status.word().to_string(),
+            label: self.cfg.label.clone(),
+            config_block: "default".into(),
+            queued: usize::from(!self.pending_empty()),
+            running: self.running.len(),
+            watched: self.tree.watched(),
+            iteration: self.iteration,
+            last_sync: self.last_sync,
+            failures: self.failures,
+        }
+    }
+
+    /// Serves the readable control fds (`0`: the listener, `i`: connection `i - 1`), from the
+    /// highest index down, as serving may remove a connection.
+    fn serve_control(&mut self, mut ready: Vec<usize>) {
+        let snap = self.snapshot();
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        ready.sort_unstable();
+        let mut die = false;
+        for &i in ready.iter().rev().filter(|&&i| i > 0) {
+            if c.serve(i - 1, &snap) == crate::control::Action::Die {
+                die = true;
+            }
+        }
+        if ready.first() == Some(&0) {
+            c.accept();
+        }
+        if die {
+            crate::info!("control socket: die");
+            self.quitting = true;
+            self.set_status(Status::Terminating);
+        }
     }
 
     /// Writes the state word to --status-file (in place: the worker cannot create files).
@@ -460,12 +508,19 @@ impl Worker {
                 }
                 _ => PollTimeout::NONE,
             };
-            let (ino, chan, sig) = {
-                let mut fds = [
+            let (ino, chan, sig, ctl) = {
+                let mut fds = vec![
                     PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.client.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                 ];
+                if let Some(c) = &self.control {
+                    fds.extend(
+                        c.fds()
+                            .into_iter()
+                            .map(|f| PollFd::new(f, PollFlags::POLLIN)),
+                    );
+                }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
@@ -475,8 +530,18 @@ impl Worker {
                     }
                 }
                 let r = |f: &PollFd| f.revents().map(|e| !e.is_empty()).unwrap_or(false);
-                (r(&fds[0]), r(&fds[1]), r(&fds[2]))
+                // Control fds: index 0 is the listener, then the connections.
+                let ctl: Vec<usize> = fds[3..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| r(f))
+                    .map(|(i, _)| i)
+                    .collect();
+                (r(&fds[0]), r(&fds[1]), r(&fds[2]), ctl)
             };
+            if !ctl.is_empty() {
+                self.serve_control(ctl);
+            }
             if sig {
                 self.on_signals();
                 if std::mem::take(&mut self.resync) {
@@ -1333,6 +1398,13 @@ impl Worker {
             ExitStatus::Code(c) => c,
             ExitStatus::Signal(s) => 128 + s,
         };
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_sync = Some((code, now_unix));
+        if !self.cfg.exit_ok(code) {
+            self.failures += 1;
+        }
         let timed_out = run.kills > 0;
         if timed_out {
             crate::error!(

@@ -72,6 +72,10 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         write_new(p, format!("{}", sys::getpid()).as_bytes())
             .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;
     }
+    let control = match &cfg.socket {
+        Some(p) => Some(control_socket(&cfg, p)?),
+        None => None,
+    };
     // systemd's notification socket, connected now: the worker cannot connect later.
     let notify = crate::notify::Notifier::from_env();
     let status = match &cfg.status_file {
@@ -117,6 +121,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .pid_file
         .iter()
         .chain(cfg.status_file.iter())
+        .chain(cfg.socket.iter())
         .cloned()
         .collect();
     let (cgroups, warnings) = match DaemonCgroups::create(
@@ -207,6 +212,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             keep.extend(crate::log::syslog_fd());
             keep.extend(status.as_ref().map(|f| f.as_raw_fd()));
             keep.extend(notify.as_ref().map(|n| n.raw_fd()));
+            keep.extend(control.as_ref().map(|l| l.as_raw_fd()));
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
             confine_worker(&cfg, chan.raw_fd(), &hooks)
@@ -221,6 +227,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 status_file: status,
                 janitor: Some((janitor_write, done_read)),
                 notify,
+                control: control.map(crate::control::Control::new),
             });
             Ok(w.run())
         }
@@ -277,6 +284,41 @@ fn confine_worker(cfg: &Config, report_fd: i32, hooks: &TestHooks) -> Result<(),
         ],
     );
     Ok(())
+}
+
+/// Binds and listens on the control socket (replacing a stale socket, never another file),
+/// with the configured owner and mode, non-blocking.
+fn control_socket(
+    cfg: &Config,
+    p: &std::path::Path,
+) -> Result<std::os::unix::net::UnixListener, StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(md) = std::fs::symlink_metadata(p) {
+        if !md.file_type().is_socket() {
+            return Err(fail(
+                17,
+                format!("--socket {}: exists and is not a socket", p.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(p);
+    }
+    let l = std::os::unix::net::UnixListener::bind(p).map_err(|e| {
+        fail(
+            2,
+            format!("cannot bind the control socket {}: {e}", p.display()),
+        )
+    })?;
+    l.set_nonblocking(true)
+        .map_err(|e| fail(1, format!("control socket: {e}")))?;
+    if let Some((u, g)) = cfg.socket_owner {
+        chown(p, u.map(Uid::from_raw), g.map(Gid::from_raw))
+            .map_err(|e| fail(1, format!("--socket-own on {}: {e}", p.display())))?;
+    }
+    if let Some(m) = cfg.socket_mode {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+            .map_err(|e| fail(1, format!("--socket-mod on {}: {e}", p.display())))?;
+    }
+    Ok(l)
 }
 
 /// Creates or truncates a file the daemon owns (pid, status) without following a symlink

@@ -1,0 +1,332 @@
+//! The control socket (`--socket`): clsync's line protocol, served by the worker on a listening
+//! socket root bound before the fork (the worker cannot create sockets). Any number of
+//! connections, each a small line buffer; a malformed line closes that connection only.
+//!
+//! Lines are `<num> <id> [args…]`; replies reuse `<num>`: `200` version → `300`, `201` info →
+//! `301`, `250` quit → `350 … :Bye.` and close, `240` die → the daemon ends as on SIGTERM (the
+//! connection closes with no reply, as in clsync), `0`/`1` protocol negotiation, `260` (ours)
+//! status → `360 <json>`; a bare `status` line also answers the JSON. Unknown ids `< 1000` get
+//! `160 … :Unknown command.`, others `161`. clsync's `set` (211) and `dump` (202) are answered
+//! with `164`/`199` errors: this build does not change settings at run time.
+#![forbid(unsafe_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+/// Cap on a pending line: a client that sends more without a newline is cut off.
+const MAX_LINE: usize = 4096;
+/// Cap on connections at once; more are accepted and closed at once.
+const MAX_CONNS: usize = 64;
+
+/// What the daemon tells the control socket about itself.
+pub struct Snapshot {
+    pub status: String,
+    pub label: String,
+    pub config_block: String,
+    pub queued: usize,
+    pub running: usize,
+    pub watched: usize,
+    pub iteration: u64,
+    pub last_sync: Option<(i32, u64)>,
+    pub failures: u64,
+}
+
+/// What a command asks of the daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Die,
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+pub struct Control {
+    listener: UnixListener,
+    conns: Vec<Conn>,
+}
+
+/// The answer to one line: what to send back, whether to close the connection, what to do.
+pub type Answer = (Option<String>, bool, Action);
+
+/// Answers one request line; `None` (not `<num> <id>`) closes the connection.
+pub fn answer(line: &str, snap: &Snapshot) -> Option<Answer> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim() == "status" {
+        return Some((Some(json(snap)), false, Action::None));
+    }
+    let mut w = line.split(' ');
+    let num: u64 = w.next().and_then(|n| n.parse().ok())?;
+    let id: u32 = w
+        .next()
+        .and_then(|n| n.trim_start_matches(':').parse().ok())?;
+    let reply = |code: u32, args: &str, text: &str| format!("{num} {code} {args} :{text}\n");
+    Some(match id {
+        0 | 1 => {
+            let p = w.next().unwrap_or("0");
+            (
+                Some(format!("{num} 1 {p} :Protocol version is {p}.\n")),
+                false,
+                Action::None,
+            )
+        }
+        200 => (
+            Some(reply(
+                300,
+                "0 4 5 -clsync-rs",
+                "clsync v0.4.5 compatible (clsync-rs)",
+            )),
+            false,
+            Action::None,
+        ),
+        201 => (
+            Some(reply(
+                301,
+                &format!("{}\x03/ {}\x03/ 0 0", snap.config_block, snap.label),
+                &format!(
+                    "config_block == \"{}\"; label == \"{}\"",
+                    snap.config_block, snap.label
+                ),
+            )),
+            false,
+            Action::None,
+        ),
+        202 => (
+            Some(reply(
+                199,
+                "sync_dump\x03/ \x03/ 95 Operation not supported\x03/",
+                "dumps are not implemented by this build",
+            )),
+            false,
+            Action::None,
+        ),
+        211 => (
+            Some(reply(
+                164,
+                "",
+                "settings cannot be changed at run time in this build",
+            )),
+            false,
+            Action::None,
+        ),
+        240 => (None, true, Action::Die),
+        250 => (Some(reply(350, "", "Bye.")), true, Action::None),
+        260 => (
+            Some(format!("{num} 360 {}", json(snap))),
+            false,
+            Action::None,
+        ),
+        id if id < 1000 => (
+            Some(format!("{num} 160 {id} {num} :Unknown command.\n")),
+            false,
+            Action::None,
+        ),
+        _ => (
+            Some(format!(
+                "{num} 161 {num} :Invalid command id. Required: 0 <= cmd_id < 1000.\n"
+            )),
+            false,
+            Action::None,
+        ),
+    })
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The JSON `status` answer (one line).
+pub fn json(s: &Snapshot) -> String {
+    let last = match s.last_sync {
+        Some((code, t)) => format!("{{\"exit_code\":{code},\"time_unix\":{t}}}"),
+        None => "null".into(),
+    };
+    format!(
+        "{{\"state\":\"{}\",\"label\":\"{}\",\"queued\":{},\"running\":{},\"watched\":{},\"iteration\":{},\"last_sync\":{},\"failures\":{}}}\n",
+        esc(&s.status),
+        esc(&s.label),
+        s.queued,
+        s.running,
+        s.watched,
+        s.iteration,
+        last,
+        s.failures
+    )
+}
+
+impl Control {
+    pub fn new(listener: UnixListener) -> Control {
+        Control {
+            listener,
+            conns: Vec::new(),
+        }
+    }
+
+    /// The fds to poll: the listener first, then each connection.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        std::iter::once(self.listener.as_fd())
+            .chain(self.conns.iter().map(|c| c.stream.as_fd()))
+            .collect()
+    }
+
+    /// Accepts new connections (each greeted like clsync does).
+    pub fn accept(&mut self) {
+        use nix::sys::socket::{accept4, SockFlag};
+        use std::os::fd::AsRawFd;
+        loop {
+            // accept4 with SOCK_NONBLOCK: the worker's seccomp filter has no ioctl(FIONBIO).
+            match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            ) {
+                Ok(fd) => {
+                    let mut stream = UnixStream::from(crate::sys::adopt_received_fd(fd));
+                    if self.conns.len() >= MAX_CONNS {
+                        continue; // dropped: closed
+                    }
+                    let _ = stream.write_all(b"0 0 0 :Protocol version is 0.\n");
+                    self.conns.push(Conn {
+                        stream,
+                        buf: Vec::new(),
+                    });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Serves the connection at `i` (its fd was readable); returns what the daemon should do.
+    pub fn serve(&mut self, i: usize, snap: &Snapshot) -> Action {
+        let mut close = false;
+        let mut action = Action::None;
+        let mut chunk = [0u8; 1024];
+        let Some(c) = self.conns.get_mut(i) else {
+            return Action::None;
+        };
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    close = true;
+                    break;
+                }
+                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = c.buf.drain(..=pos).collect();
+            match answer(&String::from_utf8_lossy(&line), snap) {
+                Some((reply, end, act)) => {
+                    if let Some(r) = reply {
+                        let _ = c.stream.write_all(r.as_bytes());
+                    }
+                    if act == Action::Die {
+                        action = Action::Die;
+                    }
+                    if end {
+                        close = true;
+                        break;
+                    }
+                }
+                None => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if c.buf.len() > MAX_LINE {
+            close = true;
+        }
+        if close {
+            self.conns.swap_remove(i);
+        }
+        action
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            status: "running".into(),
+            label: "lbl\"x".into(),
+            config_block: "default".into(),
+            queued: 2,
+            running: 1,
+            watched: 7,
+            iteration: 3,
+            last_sync: Some((0, 1_700_000_000)),
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn clsyncs_commands() {
+        let (r, end, a) = answer("5 200\n", &snap()).unwrap();
+        assert!(r.unwrap().starts_with("5 300 0 4 5 "));
+        assert!(!end && a == Action::None);
+        let (r, ..) = answer("6 201\n", &snap()).unwrap();
+        assert!(r.unwrap().starts_with("6 301 default\x03/ lbl\"x\x03/"));
+        assert_eq!(
+            answer("7 250\n", &snap()).unwrap(),
+            (Some("7 350  :Bye.\n".into()), true, Action::None)
+        );
+        assert_eq!(
+            answer("8 240\n", &snap()).unwrap(),
+            (None, true, Action::Die)
+        );
+        assert_eq!(
+            answer("9 999\n", &snap()).unwrap().0.unwrap(),
+            "9 160 999 9 :Unknown command.\n"
+        );
+        assert!(answer("9 1000\n", &snap())
+            .unwrap()
+            .0
+            .unwrap()
+            .starts_with("9 161 "));
+        assert!(
+            answer("hello\n", &snap()).is_none(),
+            "not `<num> <id>`: the connection closes"
+        );
+    }
+
+    #[test]
+    fn json_status_is_escaped() {
+        let (r, ..) = answer("status\n", &snap()).unwrap();
+        let r = r.unwrap();
+        assert!(r.contains("\"label\":\"lbl\\\"x\""), "{r}");
+        assert!(
+            r.contains("\"last_sync\":{\"exit_code\":0,\"time_unix\":1700000000}"),
+            "{r}"
+        );
+        assert!(r.ends_with("}\n"));
+    }
+}
