@@ -274,6 +274,15 @@ pub struct Cli {
     #[arg(long = "ctl", value_name = "SOCKET")]
     pub ctl: Option<String>,
 
+    /// While this file exists, syncs wait (events are still collected)
+    #[arg(long = "standby-file", value_name = "FILE")]
+    pub standby_file: Option<String>,
+
+    /// Accepted for compatibility: the daemon always reads what the kernel still holds before it
+    /// exits, and syncs it
+    #[arg(long = "sync-on-quit")]
+    pub sync_on_quit: bool,
+
     /// Run in the background (fork, new session; standard fds are kept, as clsync does)
     #[arg(short = 'b', long = "background")]
     pub background: bool,
@@ -672,6 +681,7 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
         &mut cli.exit_hook,
         &mut cli.pre_exit_hook,
         &mut cli.cgroup_group_name,
+        &mut cli.standby_file,
     ]
     .into_iter()
     .flatten()

@@ -79,6 +79,8 @@ pub struct Config {
     /// The daemon's cgroup name (one path component) under the cgroup it starts in; default
     /// `clsync-<pid>` (the pid after -b).
     pub cgroup_name: Option<String>,
+    /// --standby-file (absolute; relative ones from the watch dir).
+    pub standby_file: Option<PathBuf>,
     /// --socket: the control socket's path, owner and mode.
     pub socket: Option<PathBuf>,
     pub socket_owner: Option<(Option<u32>, Option<u32>)>,
@@ -423,6 +425,14 @@ impl Config {
             Ok(Some(p))
         };
         let pid_file = own_file("pid-file", &cli.pid_file)?;
+        let standby_file = cli
+            .standby_file
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| watch_dir.join(s));
+        if standby_file.is_some() && mode == Mode::Simple {
+            return Err(inval("--standby-file cannot be used with mode simple"));
+        }
         let socket = own_file("socket", &cli.socket)?;
         if socket.is_none()
             && (cli.socket_own.is_some() || cli.socket_mod.is_some() || cli.socket_auth.is_some())
@@ -605,6 +615,7 @@ impl Config {
             synclist_simplify: cli.synclist_simplify,
             threading: cli.threading,
             socket,
+            standby_file,
             socket_owner,
             socket_mode,
             cgroup_name,

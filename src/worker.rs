@@ -141,6 +141,8 @@ pub struct Worker {
     retry_at: Option<Instant>,
     initial_done: bool,
     quitting: bool,
+    /// The last read of pending events before exiting was done.
+    drained: bool,
     /// SIGQUIT/SIGALRM with a --pre-exit-hook: run it once the current sync is done.
     preexit_pending: bool,
     status_file: Option<std::fs::File>,
@@ -199,6 +201,7 @@ impl Worker {
             retry_at: None,
             initial_done: false,
             quitting: false,
+            drained: false,
             preexit_pending: false,
             status_file: s.status_file,
             janitor: s.janitor,
@@ -460,6 +463,13 @@ impl Worker {
                 }
             }
             let idle = self.running.is_empty() && self.pending_empty() && self.initial_done;
+            if idle && self.quitting && !self.drained {
+                // Before leaving, take what the kernel still holds for us: nothing is lost on
+                // the way out (clsync does this only with --sync-on-quit).
+                self.drained = true;
+                self.read_events()?;
+                continue;
+            }
             if idle && (self.quitting || self.cfg.only_initialsync) {
                 return Ok(0);
             }
@@ -1133,6 +1143,25 @@ impl Worker {
         let batch = self.hold_conflicts(batch);
         if batch.is_empty() {
             return Ok(false);
+        }
+        // --standby-file: while it exists, syncs wait (checked by the helper, which may look
+        // outside the tree at the administrator's path; the worker cannot).
+        if self.cfg.standby_file.is_some() && self.client.standby()? {
+            if self.status != Status::HoldOn {
+                crate::info!("standby file present: holding syncs");
+            }
+            self.set_status(Status::HoldOn);
+            batch.requeue(&mut self.queues, now);
+            self.retry_at = Some(now + Duration::from_secs(1));
+            return Ok(false);
+        }
+        if self.status == Status::HoldOn {
+            self.set_status(if self.initial_done {
+                Status::Running
+            } else {
+                Status::Initsync
+            });
+            self.retry_at = None;
         }
         let initial = !self.initial_done;
         let mut calls: VecDeque<Call> = self.build_calls(&batch).map_err(|e| {

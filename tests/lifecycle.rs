@@ -191,3 +191,51 @@ fn systemd_notifications_ready_status_watchdog_and_stopping() {
     assert!(recv_until(&mut got, "STOPPING=1"), "no STOPPING=1: {got:?}");
     d.stop();
 }
+
+#[test]
+fn a_standby_file_holds_syncs_until_it_is_removed() {
+    let s = Scratch::new("life-standby");
+    populate_sample_tree(&s.src());
+    let standby = s.path("standby");
+    let status = s.path("status");
+    fs::write(&standby, b"").unwrap();
+    let mut d = Daemon::rsyncdirect(
+        &s,
+        0,
+        &[
+            "--standby-file",
+            standby.to_str().unwrap(),
+            "--status-file",
+            status.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        wait_for(START_TIMEOUT, || read(&status) == "hold on"),
+        "status {:?}",
+        read(&status)
+    );
+    assert!(
+        fs::read_dir(s.dst()).unwrap().next().is_none(),
+        "nothing synced while on standby"
+    );
+    fs::remove_file(&standby).unwrap();
+    d.wait_ready();
+    assert_trees_equal(&s.src(), &s.dst());
+    assert!(wait_for(SYNC_TIMEOUT, || read(&status) == "running"));
+    d.stop();
+}
+
+#[test]
+fn changes_made_right_before_sigterm_are_synced() {
+    let s = Scratch::new("life-lastsync");
+    // Long delays: only the final flush can sync these.
+    let mut d = Daemon::rsyncdirect(&s, 30, &[]);
+    d.wait_ready();
+    for i in 0..50 {
+        fs::write(s.src().join(format!("late{i}")), b"x").unwrap();
+    }
+    d.signal(Signal::SIGTERM);
+    let st = d.wait_exit(START_TIMEOUT).expect("did not exit");
+    assert!(st.success(), "{}", d.stderr());
+    assert_trees_equal(&s.src(), &s.dst());
+}

@@ -212,6 +212,15 @@ impl Client {
         }
     }
 
+    /// Whether the --standby-file exists now.
+    pub fn standby(&mut self) -> Result<bool> {
+        self.chan.send(&Request::Standby, &[])?;
+        match self.next()? {
+            Reply::Standby { on } => Ok(on),
+            _ => Err(ClientError::Unexpected("Standby")),
+        }
+    }
+
     pub fn kill(&mut self, job: u64) -> Result<()> {
         Ok(self.chan.send(&Request::Kill { job }, &[])?)
     }

@@ -411,6 +411,15 @@ impl Helper {
                 }
                 Ok(None)
             }
+            Request::Standby => {
+                let on = self
+                    .s
+                    .policy
+                    .standby_file
+                    .as_ref()
+                    .is_some_and(|p| std::fs::symlink_metadata(p).is_ok());
+                self.send(&Reply::Standby { on })
+            }
             Request::ReadRules => {
                 let (text, errno) = match &self.s.policy.rules_file {
                     None => (Vec::new(), 0),
@@ -1046,6 +1055,7 @@ fn name(r: &Request) -> &'static str {
         Request::Exec { .. } => "Exec",
         Request::Kill { .. } => "Kill",
         Request::ReadRules => "ReadRules",
+        Request::Standby => "Standby",
         Request::Shutdown => "Shutdown",
         Request::Violation { .. } => "Violation",
     }

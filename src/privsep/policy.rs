@@ -31,6 +31,8 @@ pub struct ExecPolicy {
     pub keep_lists: bool,
     /// The rules file the helper reads for the worker (ReadRules).
     pub rules_file: Option<std::path::PathBuf>,
+    /// --standby-file, checked by the helper for the worker.
+    pub standby_file: Option<std::path::PathBuf>,
     /// --modification-signature field mask (0: off); the helper digests these stat fields.
     pub signature: u16,
     /// The built-in fixer that replaces a recognised chown/chgrp/chmod handler.
@@ -116,6 +118,7 @@ impl ExecPolicy {
             rules_file: cfg.rules_file.clone(),
             fixer: cfg.fixer.clone(),
             signature: cfg.modification_signature,
+            standby_file: cfg.standby_file.clone(),
             pre_exit_hook: cfg
                 .pre_exit_hook
                 .as_ref()

@@ -189,6 +189,8 @@ pub enum Status {
     Preexit,
     Lastsync,
     Terminating,
+    /// --standby-file exists: syncs wait.
+    HoldOn,
 }
 
 impl Status {
@@ -200,6 +202,7 @@ impl Status {
             Status::Preexit => "preexit",
             Status::Lastsync => "lastsync",
             Status::Terminating => "terminating",
+            Status::HoldOn => "hold on",
         }
     }
 }
@@ -256,6 +259,9 @@ pub enum Request {
     /// The configured rules file's current content (at start and on SIGHUP: the worker cannot
     /// open files, and editors replace the file, so a kept fd would go stale).
     ReadRules,
+    /// Whether the configured --standby-file exists (the helper looks; the path is the
+    /// administrator's and need not be in the tree).
+    Standby,
     /// Orderly end: the helper ends any handler, cleans up and exits 0.
     Shutdown,
     /// Sent by the worker's SIGSYS handler, once, just before it exits.
@@ -292,6 +298,9 @@ pub enum Reply {
     Rules {
         text: Vec<u8>,
         errno: i32,
+    },
+    Standby {
+        on: bool,
     },
     /// Unsolicited: a job's handler ended.
     Exited {
