@@ -188,6 +188,14 @@ pub struct Cli {
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
 
+    /// `-vN` / `--verbose=N`: set the verbosity (clsync's attached optional argument)
+    #[arg(long = "verbose-level", hide = true)]
+    pub verbose_level: Option<u8>,
+
+    /// `-dN` / `--debug=N`: set the debug level
+    #[arg(long = "debug-level", hide = true)]
+    pub debug_level: Option<u8>,
+
     /// Where log and audit lines go
     #[arg(short = 'Y', long = "output", value_enum, default_value = "stderr")]
     pub output: OutputArg,
@@ -394,6 +402,20 @@ mod tests {
     #[test]
     fn later_options_override_earlier_ones_and_lists_accumulate() {
         let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
+        let lv = parse_with_config(
+            ["clsync", "-H", "/NULL/", "-d5", "-v0", "-d", "0"]
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((lv.debug_level, lv.verbose_level), (Some(5), Some(0)));
+        assert_eq!(
+            lv.handler_args,
+            ["0"],
+            "-d 0 is -d plus the handler argument 0, as in clsync"
+        );
         assert_eq!(c.delay_sync, 5);
         assert_eq!(c.delay_collect, 8, "a leading 0 is octal, as strtol(…, 0)");
         assert_eq!(c.ignore_exitcode, vec![vec![23], vec![24, 25]]);
@@ -521,6 +543,7 @@ pub fn parse_with_config(
     use clap::{ArgAction, CommandFactory, FromArgMatches};
 
     let cmd = Cli::command();
+    let argv = attached_levels(argv);
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
     let file = match cli.config_file.as_deref() {
@@ -628,6 +651,33 @@ pub fn parse_with_config(
     merged.handler_args.extend(positional);
     expand_options(&mut merged, &cmd, &m);
     Ok(Ok(merged))
+}
+
+/// clsync's optional numeric arguments must be attached: `-d5`, `-v0`, `--debug=5` set the level
+/// (a bare `-d` adds one, and `-d 5` is `-d` plus the handler argument `5`, as in clsync).
+fn attached_levels(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut positional = false;
+    for a in argv {
+        let s = a.to_string_lossy();
+        if positional || s == "--" {
+            positional = true;
+            out.push(a);
+            continue;
+        }
+        let level = |flag: &str, long: &str| -> Option<String> {
+            let n = s.strip_prefix(flag).or_else(|| s.strip_prefix(long))?;
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.to_string())
+        };
+        if let Some(n) = level("-d", "--debug=") {
+            out.push(format!("--debug-level={n}").into());
+        } else if let Some(n) = level("-v", "--verbose=") {
+            out.push(format!("--verbose-level={n}").into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
 }
 
 /// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),

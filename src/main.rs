@@ -27,7 +27,9 @@ fn main() {
         OutputArg::Stdout => Output::Stdout,
         OutputArg::Syslog => Output::Syslog,
     };
-    log::configure(3 + cli.verbose as i32, cli.debug as i32, cli.quiet, output);
+    let verbose = cli.verbose_level.map_or(3 + cli.verbose as i32, i32::from);
+    let debug = cli.debug_level.map_or(cli.debug as i32, i32::from);
+    log::configure(verbose, debug, cli.quiet, output);
     if output == Output::Syslog {
         let Some(facility) = log::facility_code(&cli.syslog_facility) else {
             clsync_rs::error!(
