@@ -277,6 +277,10 @@ pub struct Cli {
     #[arg(long = "socket-auth", value_name = "WORD")]
     pub socket_auth: Option<String>,
 
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long = "completions", value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+
     /// Client: send COMMAND (status, version, info, quit, die) to a daemon's control socket
     /// and print the answer
     #[arg(long = "ctl", value_name = "SOCKET")]

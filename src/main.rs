@@ -47,6 +47,12 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if let Some(shell) = cli.completions {
+        use clap::CommandFactory;
+        let mut cmd = clsync_rs::cli::Cli::command();
+        clap_complete::generate(shell, &mut cmd, "clsync", &mut std::io::stdout());
+        std::process::exit(0);
+    }
     if let Some(sock) = &cli.ctl {
         std::process::exit(ctl(
             sock,

@@ -235,3 +235,34 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
         assert!(err.contains(msg), "{extra:?}: {err}");
     }
 }
+
+#[test]
+fn every_option_is_in_the_man_page_and_the_completions() {
+    use clap::CommandFactory;
+    let man = fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("man/clsync.1"),
+    )
+    .unwrap();
+    // roff escapes each '-' as "\-".
+    let man = man.replace("\\-", "-");
+    let out = Command::new(clsync_bin())
+        .args(["--completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&out.stdout);
+    let cmd = clsync_rs::cli::Cli::command();
+    for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let Some(long) = a.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        assert!(
+            man.contains(&format!("-{long}")),
+            "--{long} is not documented in man/clsync.1"
+        );
+        assert!(
+            bash.contains(&format!("--{long}")),
+            "--{long} is not in the bash completions"
+        );
+    }
+}
