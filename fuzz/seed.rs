@@ -36,15 +36,28 @@ fn main() {
 
     // The wire: every request and reply variant.
     for (i, m) in sample_requests().iter().enumerate() {
-        write(&dir, "protocol_decode", &format!("req-{i:02}"), &encode(m).unwrap());
+        write(
+            &dir,
+            "protocol_decode",
+            &format!("req-{i:02}"),
+            &encode(m).unwrap(),
+        );
     }
     for (i, m) in sample_replies().iter().enumerate() {
-        write(&dir, "protocol_decode", &format!("rep-{i:02}"), &encode(m).unwrap());
+        write(
+            &dir,
+            "protocol_decode",
+            &format!("rep-{i:02}"),
+            &encode(m).unwrap(),
+        );
     }
 
     // Rules files: the documented examples and the grammar's corners.
     let rules: &[(&str, &[u8])] = &[
-        ("doc-example", b"# comment\n+w^$\n-f\\.tmp$\n-d^sub/deep$\n+*\n"),
+        (
+            "doc-example",
+            b"# comment\n+w^$\n-f\\.tmp$\n-d^sub/deep$\n+*\n",
+        ),
         (
             "authorized-keys",
             b"+w^$\n+w^[^/]+$\n+w^[^/]+/\\.ssh$\n+f^[^/]+/\\.ssh/authorized_keys$\n-*\n",
@@ -55,7 +68,10 @@ fn main() {
             "brackets",
             b"-*[[:alpha:]][^/]*[]a-][=x=][.-.]$\n+*^[a-c]?\\{1\\}\\(\\)$\n",
         ),
-        ("gnu-escapes", b"-*\\<tmp\\>\n-f\\w+\\s\\W\\S\\b\\B\\`x\\'\n"),
+        (
+            "gnu-escapes",
+            b"-*\\<tmp\\>\n-f\\w+\\s\\W\\S\\b\\B\\`x\\'\n",
+        ),
         ("intervals", b"-*a{2}b{1,}c{,3}d{0,0}e+?f*{2}\n"),
         ("non-utf8", b"-f^\xff\xfe$\n-*\x80|\\\xc3\n"),
         ("bad-type", b"+*ok\n-x^bad$\n"),
@@ -166,7 +182,10 @@ fn main() {
         ),
         (
             "non-utf8",
-            vec![ev(6, libc::IN_ATTRIB, 0, "ünï".as_bytes()), ev(6, 0, 0, b"\xff")],
+            vec![
+                ev(6, libc::IN_ATTRIB, 0, "ünï".as_bytes()),
+                ev(6, 0, 0, b"\xff"),
+            ],
             1,
         ),
     ];
