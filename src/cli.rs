@@ -30,17 +30,25 @@ pub enum ModeArg {
     Rsyncso,
 }
 
-/// clsync's numbers are strtol(…, 0): decimal, 0x hex, leading-0 octal, surrounding blanks.
+/// clsync's numbers are strtol(…, 0): decimal, 0x hex, leading-0 octal, surrounding blanks, an
+/// optional `+` before the number (and its base prefix); nothing after the prefix but digits.
 pub fn parse_num(s: &str) -> Result<u64, String> {
     let t = s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n');
-    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16)
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (h, 16)
     } else if t.len() > 1 && t.starts_with('0') {
-        u64::from_str_radix(&t[1..], 8)
+        (&t[1..], 8)
     } else {
-        t.parse::<u64>()
+        (t, 10)
     };
-    r.map_err(|_| format!("argument \"{s}\" can't be parsed as a number"))
+    // `from_str_radix` takes a sign of its own, which strtol does not after a prefix or a sign.
+    let r = if digits.starts_with(['+', '-']) {
+        None
+    } else {
+        u64::from_str_radix(digits, radix).ok()
+    };
+    r.ok_or_else(|| format!("argument \"{s}\" can't be parsed as a number"))
 }
 
 fn parse_codes(s: &str) -> Result<Vec<i32>, String> {
@@ -395,53 +403,6 @@ pub struct Cli {
     pub handler_args: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("clsync").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn later_options_override_earlier_ones_and_lists_accumulate() {
-        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
-        let lv = parse_with_config(
-            ["clsync", "-H", "/NULL/", "-d5", "-v0", "-d", "0"]
-                .iter()
-                .map(Into::into)
-                .collect(),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!((lv.debug_level, lv.verbose_level), (Some(5), Some(0)));
-        assert_eq!(
-            lv.handler_args,
-            ["0"],
-            "-d 0 is -d plus the handler argument 0, as in clsync"
-        );
-        assert_eq!(c.delay_sync, 5);
-        assert_eq!(c.delay_collect, 8, "a leading 0 is octal, as strtol(…, 0)");
-        assert_eq!(c.ignore_exitcode, vec![vec![23], vec![24, 25]]);
-    }
-
-    #[test]
-    fn positional_arguments_anywhere_and_after_double_dash() {
-        let c = parse(&["-Mdirect", "a", "-W", "x", "--", "-b", "%INCLUDE-LIST%"]);
-        assert_eq!(c.mode, Some(ModeArg::Direct));
-        assert_eq!(c.watch_dir.as_deref(), Some("x"));
-        assert_eq!(c.handler_args, ["a", "-b", "%INCLUDE-LIST%"]);
-    }
-
-    #[test]
-    fn numbers_are_checked() {
-        assert_eq!(parse_num(" 0x10\n"), Ok(16));
-        assert!(parse_num("12abc")
-            .unwrap_err()
-            .contains("can't be parsed as a number"));
-    }
-}
-
 /// Every long option of clsync 0.4.5 (with the security group of its full build): a config key
 /// naming one that this build lacks is an error, not an ignored key.
 pub const CLSYNC_OPTIONS: &[&str] = &[
@@ -744,4 +705,88 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
     }
     expand(&mut cli.label);
     expand(&mut cli.syslog_ident);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("clsync").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones_and_lists_accumulate() {
+        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
+        let lv = parse_with_config(
+            ["clsync", "-H", "/NULL/", "-d5", "-v0", "-d", "0"]
+                .iter()
+                .map(Into::into)
+                .collect(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((lv.debug_level, lv.verbose_level), (Some(5), Some(0)));
+        assert_eq!(
+            lv.handler_args,
+            ["0"],
+            "-d 0 is -d plus the handler argument 0, as in clsync"
+        );
+        assert_eq!(c.delay_sync, 5);
+        assert_eq!(c.delay_collect, 8, "a leading 0 is octal, as strtol(…, 0)");
+        assert_eq!(c.ignore_exitcode, vec![vec![23], vec![24, 25]]);
+    }
+
+    #[test]
+    fn positional_arguments_anywhere_and_after_double_dash() {
+        let c = parse(&["-Mdirect", "a", "-W", "x", "--", "-b", "%INCLUDE-LIST%"]);
+        assert_eq!(c.mode, Some(ModeArg::Direct));
+        assert_eq!(c.watch_dir.as_deref(), Some("x"));
+        assert_eq!(c.handler_args, ["a", "-b", "%INCLUDE-LIST%"]);
+    }
+
+    #[test]
+    fn numbers_are_checked() {
+        assert_eq!(parse_num(" 0x10\n"), Ok(16));
+        assert!(parse_num("12abc")
+            .unwrap_err()
+            .contains("can't be parsed as a number"));
+    }
+
+    #[test]
+    fn numbers_in_every_base_with_blanks() {
+        assert_eq!(parse_num("30"), Ok(30));
+        assert_eq!(parse_num(" 0x1F\n"), Ok(31));
+        assert_eq!(parse_num("0X1f"), Ok(31));
+        assert_eq!(parse_num("010"), Ok(8));
+        assert_eq!(parse_num("0"), Ok(0));
+        assert_eq!(parse_num("18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            "",
+            " ",
+            "0x",
+            "08",
+            "1e3",
+            "18446744073709551616",
+            "-1",
+            "1 2",
+        ] {
+            assert!(parse_num(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Found by the randomized tests: `from_str_radix` accepted a sign after the base prefix
+    /// (`0x+1f` was 31, `0+7` was 7), and a leading `+` hid the prefix (`+010` was ten, not eight).
+    #[test]
+    fn sign_only_before_the_base_prefix() {
+        for bad in [
+            "0x+1f", "0X+8", "0+7", "0x-1", "0-7", "++5", "+-5", "+", "+0x",
+        ] {
+            assert!(parse_num(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_num("+5"), Ok(5));
+        assert_eq!(parse_num("+010"), Ok(8));
+        assert_eq!(parse_num("+0x10"), Ok(16));
+        assert_eq!(parse_num(" +0 "), Ok(0));
+    }
 }
