@@ -69,18 +69,6 @@ pub fn inotify_rm_watch(ifd: &OwnedFd, wd: i32) -> nix::Result<()> {
     }
 }
 
-/// Closes every fd >= `from` (close_range(2)); used by children right before exec.
-pub fn close_from(from: u32) -> nix::Result<()> {
-    // SAFETY: close_range only closes descriptors; callers have no live borrows of fds >= from
-    // that are used afterwards (they exec or exit next).
-    let r = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
-}
-
 /// Closes every open fd not in `keep` (and above 2), by listing /proc/self/fd. Used once in each
 /// process right after the fork, so neither side holds what it does not need.
 pub fn close_all_except(keep: &[RawFd]) -> std::io::Result<()> {

@@ -698,28 +698,12 @@ impl Helper {
                 ))));
             }
         };
-        crate::log::audit(
-            "exec",
-            audit_fields![
-                "job" => job,
-                "pid" => pid,
-                "uid" => self.s.policy.uid,
-                "gid" => self.s.policy.gid,
-                "argv" => argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
-            ],
-        );
-        self.jobs.insert(
-            job,
-            Job {
-                pid,
-                files,
-                termed: false,
-            },
-        );
-        self.send(&Reply::Started {
-            job,
-            pid: pid.as_raw(),
-        })
+        let desc = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.started(job, pid, &desc, files)
     }
 
     /// Checks that `fd` is a memfd sealed against every change and copies it into `name`.
@@ -776,6 +760,38 @@ impl Helper {
         }
     }
 
+    /// A handler (or the fixer) runs: audit it, remember the job, tell the worker.
+    fn started(
+        &mut self,
+        job: u64,
+        pid: Pid,
+        desc: &str,
+        files: Vec<CString>,
+    ) -> Result<Option<End>, String> {
+        crate::log::audit(
+            "exec",
+            audit_fields![
+                "job" => job,
+                "pid" => pid,
+                "uid" => self.s.policy.uid,
+                "gid" => self.s.policy.gid,
+                "argv" => desc,
+            ],
+        );
+        self.jobs.insert(
+            job,
+            Job {
+                pid,
+                files,
+                termed: false,
+            },
+        );
+        self.send(&Reply::Started {
+            job,
+            pid: pid.as_raw(),
+        })
+    }
+
     /// Runs the built-in fixer in a child: handler ids, the handler capabilities effective (no
     /// exec, so they must be), handlers cgroup, own process group, death signal.
     fn start_fixer(
@@ -793,28 +809,8 @@ impl Helper {
             }
             Ok(ForkResult::Parent { child }) => child,
         };
-        crate::log::audit(
-            "exec",
-            audit_fields![
-                "job" => job,
-                "pid" => pid,
-                "uid" => self.s.policy.uid,
-                "gid" => self.s.policy.gid,
-                "argv" => format!("builtin-fixer ({fixer}) on {} paths", paths.len()),
-            ],
-        );
-        self.jobs.insert(
-            job,
-            Job {
-                pid,
-                files: Vec::new(),
-                termed: false,
-            },
-        );
-        self.send(&Reply::Started {
-            job,
-            pid: pid.as_raw(),
-        })
+        let desc = format!("builtin-fixer ({fixer}) on {} paths", paths.len());
+        self.started(job, pid, &desc, Vec::new())
     }
 
     /// Forks the handler: own process group, handlers cgroup, handler ids, exactly the
@@ -941,41 +937,57 @@ impl Helper {
     }
 }
 
-fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) -> i32 {
+/// What a handler child becomes between fork and exec (or the fixer's work): default signals,
+/// its own process group, the handlers cgroup, cwd = the watch root, only the fds in `keep`
+/// (and 0-2), the handler's ids, exactly the handler's capabilities (ambient, and with
+/// `effective` also effective, for the fixer that does not exec), and a death signal after
+/// the uid change. `Err(126)` if any step fails.
+fn enter_handler(h: &Helper, helper_pid: Pid, keep: &[RawFd], effective: bool) -> Result<(), i32> {
     use crate::sandbox::caps;
-    sys::reset_signals_for_exec();
-    if nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
-        return 126;
-    }
-    if let Some(cg) = &h.s.cgroups {
-        if let Err(e) = cg.enter_handlers_self() {
-            crate::error!("handler: cannot join the handlers cgroup: {e}");
-            return 126;
-        }
-    }
-    if nix::unistd::fchdir(&h.s.root).is_err() {
-        return 126;
-    }
     let p = &h.s.policy;
-    if let Err(e) = crate::sandbox::identity::drop_to(p.uid, p.gid) {
-        crate::error!("handler: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
-        return 126;
+    sys::reset_signals_for_exec();
+    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(|_| 126)?;
+    if let Some(cg) = &h.s.cgroups {
+        cg.enter_handlers_self().map_err(|e| {
+            crate::error!("handler: cannot join the handlers cgroup: {e}");
+            126
+        })?;
     }
-    if let Err(e) = caps::handler_child_caps(&p.caps) {
+    nix::unistd::fchdir(&h.s.root).map_err(|_| 126)?;
+    sys::close_all_except(keep).map_err(|_| 126)?;
+    crate::sandbox::identity::drop_to(p.uid, p.gid).map_err(|e| {
+        crate::error!("handler: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
+        126
+    })?;
+    caps::handler_child_caps(&p.caps).map_err(|e| {
         crate::error!("handler: cannot set its capabilities: {e}");
-        return 126;
+        126
+    })?;
+    if effective {
+        let eff: ::caps::CapsHashSet = p.caps.iter().copied().collect();
+        ::caps::set(None, ::caps::CapSet::Effective, &eff).map_err(|e| {
+            crate::error!("fixer: cannot raise its capabilities: {e}");
+            126
+        })?;
     }
     if caps::set_pdeathsig(Signal::SIGTERM).is_err() || nix::unistd::getppid() != helper_pid {
-        return 126;
+        return Err(126);
     }
-    if sys::close_from(3).is_err() {
-        return 126;
+    Ok(())
+}
+
+fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) -> i32 {
+    if let Err(code) = enter_handler(h, helper_pid, &[], false) {
+        return code;
     }
-    let program = argv.first().cloned().unwrap_or_else(|| p.program.clone());
+    let program = argv
+        .first()
+        .cloned()
+        .unwrap_or_else(|| h.s.policy.program.clone());
     let e = nix::unistd::execve(&program, argv, envp)
         .err()
         .unwrap_or(Errno::EINVAL);
-    crate::error!("cannot execute the sync handler {:?}: {e}", p.program);
+    crate::error!("cannot execute the sync handler {program:?}: {e}");
     if e == Errno::ENOENT {
         2
     } else {
@@ -989,37 +1001,10 @@ fn fixer_child(
     fixer: &crate::handler::fixer::Fixer,
     paths: &[RelPath],
 ) -> i32 {
-    use crate::sandbox::caps;
-    sys::reset_signals_for_exec();
-    if nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
-        return 126;
-    }
-    if let Some(cg) = &h.s.cgroups {
-        if cg.enter_handlers_self().is_err() {
-            return 126;
-        }
-    }
-    let p = &h.s.policy;
     let mut keep = vec![h.s.root.as_raw_fd()];
     keep.extend(crate::log::syslog_fd());
-    if sys::close_all_except(&keep).is_err() {
-        return 126;
-    }
-    if let Err(e) = crate::sandbox::identity::drop_to(p.uid, p.gid) {
-        crate::error!("fixer: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
-        return 126;
-    }
-    if let Err(e) = caps::handler_child_caps(&p.caps) {
-        crate::error!("fixer: cannot set its capabilities: {e}");
-        return 126;
-    }
-    let eff: ::caps::CapsHashSet = p.caps.iter().copied().collect();
-    if let Err(e) = ::caps::set(None, ::caps::CapSet::Effective, &eff) {
-        crate::error!("fixer: cannot raise its capabilities: {e}");
-        return 126;
-    }
-    if caps::set_pdeathsig(Signal::SIGTERM).is_err() || nix::unistd::getppid() != helper_pid {
-        return 126;
+    if let Err(code) = enter_handler(h, helper_pid, &keep, true) {
+        return code;
     }
     crate::privsep::fixer::run(&h.s.root, fixer, paths)
 }
