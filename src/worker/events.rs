@@ -1,0 +1,253 @@
+//! Stage 2: inotify events: decoding, watch-tree upkeep (creations, moves, deletions,
+//! overflow), rules, and the stat that sorts files into the ordinary or big-file queue.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+impl Worker {
+    // ---- stage 2: events ----
+
+    pub(super) fn read_events(&mut self) -> Result<(), ClientError> {
+        let mut overflow = false;
+        let mut new_dirs: Vec<NodeId> = Vec::new();
+        let mut to_stat: Vec<(RelPath, u32)> = Vec::new();
+        let mut moves: HashMap<u32, (NodeId, bool)> = HashMap::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let n = match nix::unistd::read(&self.inotify, &mut buf) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::error!("reading inotify events: {e}");
+                    break;
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            for ev in events(&buf[..n]) {
+                if ev.has(libc::IN_Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                self.on_event(&ev, &mut new_dirs, &mut to_stat, &mut moves);
+            }
+        }
+        self.buf = buf;
+        // A directory moved away whose other half never came was moved out of the tree.
+        for (_, (id, _)) in moves {
+            if self.tree.exists(id) {
+                let wds = self.tree.remove(id);
+                self.client.unwatch(wds)?;
+            }
+        }
+        self.classify_files(to_stat)?;
+        if !new_dirs.is_empty() {
+            // New directories are watched, then listed: what was created in them before the
+            // watch existed is synced too (recursively in the rsync modes, node by node in the
+            // others).
+            let nodes = self.per_node().then_some(QueueId::Normal);
+            let mode = WalkMode {
+                watch: true,
+                excludes: QueueId::Normal,
+                nodes,
+                prune: false,
+                full: false,
+            };
+            self.walk(new_dirs, mode)?;
+        }
+        if overflow {
+            crate::warning!(
+                "inotify queue overflow: rescanning the whole tree and syncing what differs"
+            );
+            self.full_resync()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_event(
+        &mut self,
+        ev: &RawEvent<'_>,
+        new_dirs: &mut Vec<NodeId>,
+        to_stat: &mut Vec<(RelPath, u32)>,
+        moves: &mut HashMap<u32, (NodeId, bool)>,
+    ) {
+        let Some(node) = self.tree.by_wd(ev.wd) else {
+            crate::debug!(3, "event on unknown wd {}: mask {:#x}", ev.wd, ev.mask);
+            return;
+        };
+        crate::debug!(
+            3,
+            "event wd {} mask {:#x} {:?}",
+            ev.wd,
+            ev.mask,
+            String::from_utf8_lossy(ev.name)
+        );
+        if ev.has(libc::IN_IGNORED) {
+            self.tree.forget_wd(ev.wd);
+            return;
+        }
+        // The bits clsync passes on (%EVENT-MASK%, shell list lines).
+        let mask = ev.mask & !(libc::IN_IGNORED | libc::IN_Q_OVERFLOW | libc::IN_UNMOUNT);
+        let rsync = self.cfg.mode.is_rsync();
+        if ev.name.is_empty() {
+            if node == ROOT && ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) {
+                crate::error!("the watch dir was deleted or moved away: exiting");
+                self.exit_code.get_or_insert(1);
+            } else if ev.has(libc::IN_ATTRIB) {
+                self.enqueue(
+                    QueueId::Normal,
+                    self.tree.path(node).0,
+                    Item::new(mask, false),
+                );
+            }
+            return;
+        }
+        let path = self.tree.child_path(node, ev.name);
+        if ev.is_dir() {
+            let perm = if self.rules.is_empty() {
+                rules::ALL
+            } else {
+                self.rules.perm(path.as_bytes(), ObjKind::Dir, rules::ALL)
+            };
+            // In the rsync modes a directory that goes is synced recursively (so rsync deletes
+            // its whole content at the destination), and so is one that appears, unless every
+            // node is listed by itself (the other modes, --rsync-prefer-include).
+            let gone = Item::new(mask, rsync);
+            let whole = Item::new(mask, !self.per_node());
+            if ev.has(libc::IN_MOVED_FROM) {
+                // Until its pair arrives, the old name is gone.
+                self.enqueue(QueueId::Normal, path.0.clone(), gone);
+                if let Some(child) = self.tree.child(node, ev.name) {
+                    moves.insert(ev.cookie, (child, true));
+                }
+            } else if ev.has(libc::IN_MOVED_TO) && moves.contains_key(&ev.cookie) {
+                let (child, _) = moves.remove(&ev.cookie).unwrap_or((ROOT, false));
+                let dropped = self.tree.rename(child, node, ev.name);
+                if !dropped.is_empty() {
+                    let _ = self.client.unwatch(dropped);
+                }
+                if perm & rules::SYNC != 0 {
+                    self.enqueue(QueueId::Normal, path.0, whole);
+                    if self.per_node() {
+                        new_dirs.push(child);
+                    }
+                } else {
+                    self.exclude(QueueId::Normal, path.0);
+                }
+            } else if ev.has(libc::IN_CREATE | libc::IN_MOVED_TO) {
+                if perm & rules::SYNC != 0 {
+                    self.enqueue(QueueId::Normal, path.0, whole);
+                } else {
+                    self.exclude(QueueId::Normal, path.0);
+                }
+                if perm & (rules::MONITOR | rules::WALK) != 0 {
+                    if let Some(child) = self.tree.add(node, ev.name) {
+                        new_dirs.push(child);
+                    }
+                }
+            } else if ev.has(libc::IN_DELETE) {
+                if let Some(child) = self.tree.child(node, ev.name) {
+                    // The kernel drops the watches itself (IN_IGNORED follows).
+                    let _ = self.tree.remove(child);
+                }
+                self.enqueue(QueueId::Normal, path.0, whole);
+            } else if ev.has(libc::IN_ATTRIB) && perm & rules::SYNC != 0 {
+                self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+            }
+            return;
+        }
+        if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
+            // Gone: no type to check; a deleted path is always synced so the copy follows.
+            if !self.signatures.is_empty() {
+                self.signatures.remove(&path.0);
+            }
+            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+        } else {
+            to_stat.push((path, mask));
+        }
+    }
+
+    /// Sorts changed files into the ordinary or the big-file queue by size, after the rules.
+    /// (simple mode keeps every event, in order; the others merge a path's events.)
+    pub(super) fn classify_files(
+        &mut self,
+        mut paths: Vec<(RelPath, u32)>,
+    ) -> Result<(), ClientError> {
+        if self.cfg.mode != Mode::Simple {
+            let mut at: HashMap<RelPath, usize> = HashMap::new();
+            let mut merged: Vec<(RelPath, u32)> = Vec::with_capacity(paths.len());
+            for (p, m) in paths {
+                match at.get(&p) {
+                    Some(&i) => merged[i].1 |= m,
+                    None => {
+                        at.insert(p.clone(), merged.len());
+                        merged.push((p, m));
+                    }
+                }
+            }
+            paths = merged;
+        }
+        if self.cfg.cancel_mon_stat {
+            // --cancel-syscalls=mon_stat: no stat; every object is a file of size 0.
+            for (p, mask) in paths {
+                if self.sync_allowed(p.as_bytes(), ObjKind::File) {
+                    self.enqueue(QueueId::Normal, p.0, Item::new(mask, false));
+                }
+            }
+            return Ok(());
+        }
+        while !paths.is_empty() {
+            let mut cost = 0;
+            let mut take = 0;
+            for (p, _) in &paths {
+                cost += path_cost(p);
+                // Both the request and the reply (≤ 12 bytes per result) must fit a datagram.
+                if take > 0 && (cost > BATCH_BYTES || take >= MAX_BATCH_DIRS) {
+                    break;
+                }
+                take += 1;
+            }
+            let rest = paths.split_off(take);
+            let results = self
+                .client
+                .stat(paths.iter().map(|(p, _)| p.clone()).collect())?;
+            for ((p, mask), r) in paths.into_iter().zip(results) {
+                let (kind, size) = match r {
+                    StatResult::Found {
+                        kind, size, sig, ..
+                    } => {
+                        // --modification-signature: a path whose selected fields did not change
+                        // since it was last queued is skipped (the first event always syncs).
+                        if sig != 0 && self.signatures.insert(p.0.clone(), sig) == Some(sig) {
+                            continue;
+                        }
+                        (kind, size)
+                    }
+                    // Vanished since the event: sync it anyway (the copy must lose it too).
+                    StatResult::Errno(_) => {
+                        self.signatures.remove(&p.0);
+                        (Kind::File, 0)
+                    }
+                };
+                let okind = match kind {
+                    Kind::File => ObjKind::File,
+                    Kind::Dir => ObjKind::Dir,
+                    _ => ObjKind::Other,
+                };
+                if !self.sync_allowed(p.as_bytes(), okind) {
+                    continue;
+                }
+                let q = if size > self.cfg.threshold_bigfile {
+                    QueueId::Big
+                } else {
+                    QueueId::Normal
+                };
+                self.enqueue(q, p.0, Item::new(mask, false));
+            }
+            paths = rest;
+        }
+        Ok(())
+    }
+}

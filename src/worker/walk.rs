@@ -1,0 +1,141 @@
+//! Stage 1: walking the tree through the helper (start, new directories, rescans): batched
+//! Watch and Scan requests, the rules deciding what is walked, watched, synced or excluded.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+impl Worker {
+    // ---- stage 1: walking (initial, new directories, rescans) ----
+
+    /// Watches and lists the directories in `start` and everything below them that the rules
+    /// let us walk, in batches: one Watch and one Scan request per batch of directories.
+    pub(super) fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
+        let need_files = (!self.rules.is_empty() && !mode.full) || mode.nodes.is_some();
+        let one_fs = self.cfg.one_file_system;
+        let mut todo: VecDeque<NodeId> = start.into();
+        while !todo.is_empty() {
+            let mut ids = Vec::new();
+            let mut paths = Vec::new();
+            let mut cost = 0;
+            while let Some(&id) = todo.front() {
+                if !self.tree.exists(id) {
+                    todo.pop_front();
+                    continue;
+                }
+                let p = self.tree.path(id);
+                cost += path_cost(&p);
+                if !ids.is_empty() && (cost > BATCH_BYTES || ids.len() >= MAX_BATCH_DIRS) {
+                    break;
+                }
+                todo.pop_front();
+                ids.push(id);
+                paths.push(p);
+            }
+            if mode.watch {
+                let results = self.client.watch(paths.clone())?;
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        WatchResult::Wd(wd) => {
+                            crate::debug!(3, "watch {:?} = wd {wd}", paths[i]);
+                            self.tree.set_wd(ids[i], wd);
+                        }
+                        WatchResult::Errno(e) => self.watch_failed(ids[i], &paths[i], e),
+                    }
+                }
+            }
+            let mut found: Vec<(usize, Vec<crate::privsep::protocol::Entry>)> = Vec::new();
+            self.client
+                .scan(paths.clone(), need_files, one_fs, |i, entries, errno| {
+                    if errno != 0 && errno != libc::ENOENT && errno != libc::ENOTDIR {
+                        crate::warning!("cannot list {:?}: {}", paths[i], Errno::from_raw(errno));
+                    }
+                    found.push((i, entries));
+                })?;
+            let mut seen: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+            for (i, entries) in found {
+                let id = ids[i];
+                for e in entries {
+                    let rel = || paths[i].join(&e.name);
+                    if e.kind == Kind::Dir {
+                        let mut perm = if self.rules.is_empty() || mode.full {
+                            rules::ALL
+                        } else {
+                            self.rules.perm(
+                                rel().as_bytes(),
+                                ObjKind::Dir,
+                                rules::WALK | rules::SYNC,
+                            )
+                        };
+                        if one_fs && e.dev != self.root_dev {
+                            // A mount point: listed, never entered (-X: its content excluded).
+                            perm &= !rules::WALK;
+                            if self.cfg.exclude_mount_points {
+                                self.mount_points.insert(rel().0);
+                            }
+                        }
+                        if perm & rules::SYNC == 0 {
+                            self.exclude(mode.excludes, rel().0);
+                        } else if let Some(q) = mode.nodes {
+                            self.enqueue(q, rel().0, Item::new(CREATED_DIR, false));
+                        }
+                        if perm & rules::WALK != 0 {
+                            if mode.prune {
+                                seen.entry(i).or_default().push(e.name.clone());
+                            }
+                            let known = self.tree.child(id, &e.name);
+                            if let Some(child) = known.or_else(|| self.tree.add(id, &e.name)) {
+                                todo.push_back(child);
+                            }
+                        }
+                    } else if need_files {
+                        // As in clsync's initial walk, every non-directory counts as a file.
+                        let path = rel().0;
+                        if !mode.full && !self.sync_allowed(&path, ObjKind::File) {
+                            self.exclude(mode.excludes, path);
+                        } else if let Some(q) = mode.nodes {
+                            self.enqueue(q, path, Item::new(CREATED_FILE, false));
+                        }
+                    }
+                }
+            }
+            if mode.prune {
+                for (i, &id) in ids.iter().enumerate() {
+                    let names = seen.remove(&i).unwrap_or_default();
+                    for child in self.tree.children(id) {
+                        let gone = {
+                            let p = self.tree.path(child);
+                            let name = p
+                                .as_bytes()
+                                .rsplit(|&b| b == b'/')
+                                .next()
+                                .unwrap_or(b"")
+                                .to_vec();
+                            !names.contains(&name)
+                        };
+                        if gone {
+                            let wds = self.tree.remove(child);
+                            self.client.unwatch(wds)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn watch_failed(&mut self, id: NodeId, path: &RelPath, errno: i32) {
+        let e = Errno::from_raw(errno);
+        match e {
+            // Gone or replaced meanwhile: its delete/move event is on the way.
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV => {
+                if id != ROOT {
+                    self.tree.remove(id);
+                }
+            }
+            Errno::ENOSPC => crate::error!(
+                "cannot watch {path:?}: the inotify watch limit is reached (raise fs.inotify.max_user_watches); changes below it are not seen until a rescan"
+            ),
+            e => crate::error!("cannot watch {path:?}: {e}"),
+        }
+    }
+}
