@@ -327,10 +327,15 @@ impl Config {
             }
         };
         if mode == Mode::Direct && destination.is_none() && handler_args.is_none() {
-            // clsync 0.4.5 runs `cp <files> /` here; we refuse.
-            return Err(inval(
-                "mode direct with its default arguments copies to %destination-dir%/: give --destination-dir (-D)",
-            ));
+            if cli.sync_handler.is_none() {
+                // clsync 0.4.5 runs `cp <files> /` here; we refuse.
+                return Err(inval(
+                    "mode direct with its default arguments copies to %destination-dir%/: give --destination-dir (-D)",
+                ));
+            }
+            crate::warning!(
+                "mode direct without --destination-dir: the handler's last argument is \"/\""
+            );
         }
 
         let rules = match &cli.rules_file {

@@ -221,12 +221,19 @@ fn direct_passes_paths_that_cannot_be_options() {
 }
 
 #[test]
-fn direct_without_destination_is_refused_not_cp_to_root() {
+fn direct_without_destination_is_refused_with_the_default_cp() {
     let s = Scratch::new("mode-direct-nodest");
-    let mut d = Daemon::start(&s, &args(&s, "direct", Path::new("/bin/true"), &[]), &[]);
+    // The default handler (cp) would copy every changed file to "/": refused.
+    let mut a = args(&s, "direct", Path::new("/bin/true"), &[]);
+    let at = a.iter().position(|x| x == "-S").unwrap();
+    a.drain(at..at + 2);
+    let mut d = Daemon::start(&s, &a, &[]);
     let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
     assert_eq!(st.code(), Some(22));
     assert!(d.stderr().contains("--destination-dir"), "{}", d.stderr());
+    // Another handler gets clsync's argv (last argument "/") with a warning.
+    let c = run_once(&s, "direct", &[]);
+    assert_eq!(c[0].args().last().map(String::as_str), Some("/"));
 }
 
 #[test]
