@@ -69,6 +69,18 @@ pub fn inotify_rm_watch(ifd: &OwnedFd, wd: i32) -> nix::Result<()> {
     }
 }
 
+/// Closes every fd >= `from` (close_range(2)): what a child keeps before exec is 0-2 only.
+pub fn close_from(from: u32) -> nix::Result<()> {
+    // SAFETY: close_range only closes descriptors; the caller (a child about to exec) uses none
+    // of the fds >= `from` afterwards.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Closes every open fd not in `keep` (and above 2), by listing /proc/self/fd. Used once in each
 /// process right after the fork, so neither side holds what it does not need.
 pub fn close_all_except(keep: &[RawFd]) -> std::io::Result<()> {

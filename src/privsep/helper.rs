@@ -117,6 +117,13 @@ enum End {
 /// returns.
 pub fn run(mut setup: HelperSetup) -> ! {
     start_janitor(&mut setup);
+    // The helper lives in the handlers group, so every handler it forks starts there: moving
+    // each handler after its fork costs an RCU grace period (milliseconds) on every sync.
+    if let Some(cg) = &setup.cgroups {
+        if let Err(e) = cg.enter_handlers_self() {
+            crate::warning!("helper: cannot join the handlers cgroup: {e}");
+        }
+    }
     let code = match prepare(&setup) {
         Ok(sigfd) => {
             let mut h = Helper {
@@ -908,6 +915,11 @@ impl Helper {
         }
         self.jobs.clear();
         if let Some(cg) = &self.s.cgroups {
+            // Out of the handlers group first (we live there, see run()), then end what is left.
+            let me = sys::getpid().as_raw().to_string();
+            for parent in cg.parent_paths() {
+                let _ = std::fs::write(parent.join("cgroup.procs"), &me);
+            }
             if let Err(e) = cg.kill_all_handlers() {
                 crate::warning!("{e}");
             }
@@ -938,7 +950,8 @@ impl Helper {
 }
 
 /// What a handler child becomes between fork and exec (or the fixer's work): default signals,
-/// its own process group, the handlers cgroup, cwd = the watch root, only the fds in `keep`
+/// its own process group (it is in the handlers cgroup already: the helper lives there), cwd =
+/// the watch root, only the fds in `keep`
 /// (and 0-2), the handler's ids, exactly the handler's capabilities (ambient, and with
 /// `effective` also effective, for the fixer that does not exec), and a death signal after
 /// the uid change. `Err(126)` if any step fails.
@@ -947,14 +960,12 @@ fn enter_handler(h: &Helper, helper_pid: Pid, keep: &[RawFd], effective: bool) -
     let p = &h.s.policy;
     sys::reset_signals_for_exec();
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(|_| 126)?;
-    if let Some(cg) = &h.s.cgroups {
-        cg.enter_handlers_self().map_err(|e| {
-            crate::error!("handler: cannot join the handlers cgroup: {e}");
-            126
-        })?;
-    }
     nix::unistd::fchdir(&h.s.root).map_err(|_| 126)?;
-    sys::close_all_except(keep).map_err(|_| 126)?;
+    if keep.is_empty() {
+        sys::close_from(3).map_err(|_| 126)?;
+    } else {
+        sys::close_all_except(keep).map_err(|_| 126)?;
+    }
     crate::sandbox::identity::drop_to(p.uid, p.gid).map_err(|e| {
         crate::error!("handler: cannot switch to uid {} gid {}: {e}", p.uid, p.gid);
         126

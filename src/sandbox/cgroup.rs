@@ -284,11 +284,20 @@ impl DaemonCgroups {
             for (dir, lim) in [(h.worker(), worker), (h.handlers(), handlers)] {
                 apply_limits(&h, &dir, lim, &v2_enabled)?;
             }
-            let procs = h.handlers().join("cgroup.procs");
-            let c = CString::new(procs.as_os_str().as_bytes()).map_err(|_| {
-                SandboxError::Cgroup(format!("path with NUL byte: {}", procs.display()))
-            })?;
-            cg.handlers_procs.push(c);
+            // Handlers join every hierarchy but a v1 memory-only one when they have no memory
+            // limit: moving a task between v1 memory groups can stall for milliseconds (charge
+            // migration), which would land on every sync's latency, for no limit at all.
+            let memory_only = h
+                .v1_controllers
+                .as_ref()
+                .is_some_and(|c| c.iter().all(|x| x == "memory"));
+            if !(memory_only && handlers.memory_max.is_none()) {
+                let procs = h.handlers().join("cgroup.procs");
+                let c = CString::new(procs.as_os_str().as_bytes()).map_err(|_| {
+                    SandboxError::Cgroup(format!("path with NUL byte: {}", procs.display()))
+                })?;
+                cg.handlers_procs.push(c);
+            }
             cg.hiers.push(h);
         }
         if cg.hiers.is_empty() {
