@@ -26,6 +26,9 @@ pub struct TestHooks {
     syscall: Option<String>,
     action: Option<String>,
     forge: Option<String>,
+    /// fds a forged request sends that the sandboxed worker could not open itself (a regular
+    /// file, a pipe), prepared by root before the sandbox.
+    prepared: Vec<OwnedFd>,
 }
 
 impl TestHooks {
@@ -40,11 +43,43 @@ impl TestHooks {
                 crate::error!("test hook: unknown layer {d:?} in CLSYNC_TEST_DISABLE");
             }
         }
+        let forge = var("CLSYNC_TEST_FORGE");
+        let mut prepared = Vec::new();
+        match forge.as_deref() {
+            Some("exec-regular-file") => {
+                if let Ok(f) = std::fs::File::open("/etc/hostname") {
+                    prepared.extend([OwnedFd::from(f.try_clone().expect("dup")), OwnedFd::from(f)]);
+                }
+            }
+            Some("exec-pipe") => {
+                if let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+                    prepared.extend([r, w]);
+                }
+            }
+            _ => {}
+        }
         TestHooks {
             disabled,
             syscall: var("CLSYNC_TEST_WORKER_SYSCALL"),
             action: var("CLSYNC_TEST_WORKER_ACTION"),
-            forge: var("CLSYNC_TEST_FORGE"),
+            forge,
+            prepared,
+        }
+    }
+
+    /// fds the worker must keep through its fd clean-up.
+    pub fn keep_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.prepared.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    /// `CLSYNC_TEST_FORGE=version`: a handshake with the wrong version instead of ours.
+    pub fn before_handshake(&mut self, client: &Client) {
+        let _ = client;
+        #[cfg(feature = "test-hooks")]
+        if self.forge.as_deref() == Some("version") {
+            self.forge = None;
+            crate::privsep::forge::send("version", client.channel(), &[]);
         }
     }
 
@@ -64,8 +99,8 @@ impl TestHooks {
     }
 
     /// Runs the requested attack once the daemon is ready.
-    pub fn after_ready(&mut self, client: &Client, inotify: &OwnedFd) {
-        let _ = client;
+    pub fn after_ready(&mut self, client: &mut Client, inotify: &OwnedFd) {
+        let _ = &client;
         if let Some(a) = self.action.take() {
             act(&a);
         }
@@ -74,7 +109,16 @@ impl TestHooks {
         }
         #[cfg(feature = "test-hooks")]
         if let Some(f) = self.forge.take() {
-            crate::privsep::forge::send(&f, client.channel());
+            if f == "watch-through-symlink" {
+                // Not a refusal: the helper answers with an errno (tenants can cause this at
+                // will) and never follows the link.
+                let r = client.watch(vec![crate::privsep::protocol::RelPath(
+                    b"lnk/inner".to_vec(),
+                )]);
+                crate::warning!("test hook: forged watch through a symlink: {r:?}");
+            } else {
+                crate::privsep::forge::send(&f, client.channel(), &self.prepared);
+            }
         }
         let _ = self.forge.take();
     }

@@ -135,3 +135,44 @@ fn a_path_argument_that_escapes_the_tree_is_refused() {
         "{log}"
     );
 }
+
+#[test]
+fn a_handshake_with_another_version_is_refused() {
+    forged_request_is_refused("version", "protocol version 2, expected 1");
+}
+
+#[test]
+fn a_list_that_is_a_regular_file_is_refused() {
+    forged_request_is_refused("exec-regular-file", "not a sealable memfd");
+}
+
+#[test]
+fn a_list_that_is_a_pipe_is_refused() {
+    forged_request_is_refused("exec-pipe", "not a sealable memfd");
+}
+
+#[test]
+fn a_watch_through_a_symlinked_directory_fails_without_following_it() {
+    // Not a refusal (a tenant can swap a directory for a symlink at will, so ending the daemon
+    // would hand tenants a denial of service): the helper answers ELOOP, audits it, and the
+    // directory behind the link is never watched.
+    let s = Scratch::new("forge-symlink");
+    let outside = s.mkdir("outside");
+    std::fs::create_dir(outside.join("inner")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.src().join("lnk")).unwrap();
+    let mut d = Daemon::start(
+        &s,
+        &rsyncdirect_args(&s, 0, &[]),
+        &[("CLSYNC_TEST_FORGE", "watch-through-symlink")],
+    );
+    d.wait_log(START_TIMEOUT, "forged watch through a symlink");
+    let log = d.stderr();
+    assert!(log.contains("Errno(40)"), "ELOOP expected: {log}");
+    assert!(
+        log.contains("audit: action=watch-failed path=lnk/inner errno=ELOOP"),
+        "{log}"
+    );
+    assert!(!log.contains("action=refused"), "{log}");
+    assert!(d.try_wait().is_none(), "the daemon must go on: {log}");
+    d.stop();
+}

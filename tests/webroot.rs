@@ -184,3 +184,41 @@ fn arguments_the_fixer_does_not_understand_refuse_the_start() {
         "{err}"
     );
 }
+
+#[test]
+fn the_default_direct_cp_copies_a_tenants_symlink_as_a_symlink() {
+    let s = Scratch::new("webroot-cp");
+    let victim = s.path("victim");
+    fs::write(&victim, b"root:secret\n").unwrap();
+    std::os::unix::fs::symlink(&victim, s.src().join("evil")).unwrap();
+    fs::write(s.src().join("page"), b"page\n").unwrap();
+    // -x1: cp refuses the directories in the list without -r (as with clsync).
+    let args: Vec<OsString> = ["-w0", "-t0", "-T0", "-x1", "-H", "/NULL/", "-Mdirect"]
+        .iter()
+        .map(OsString::from)
+        .chain([
+            "-W".into(),
+            s.src().into_os_string(),
+            "-D".into(),
+            s.dst().into_os_string(),
+        ])
+        .collect();
+    let mut d = Daemon::start(&s, &args, &[]);
+    d.wait_ready();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || s.dst().join("page").exists()),
+        "{}",
+        d.stderr()
+    );
+    let copied = fs::symlink_metadata(s.dst().join("evil")).expect("evil copied");
+    assert!(
+        copied.file_type().is_symlink(),
+        "cp dereferenced the tenant's symlink"
+    );
+    assert!(
+        d.stderr().contains("argv=\"/usr/bin/cp -P "),
+        "{}",
+        d.stderr()
+    );
+    d.stop();
+}

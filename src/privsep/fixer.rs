@@ -24,7 +24,7 @@ pub fn run(root: &OwnedFd, fixer: &Fixer, paths: &[RelPath]) -> i32 {
         if let Err(e) = fix_one(root, fixer, p) {
             crate::log::audit(
                 "fix-failed",
-                crate::audit_fields!["path" => lossy(p), "errno" => e],
+                crate::audit_fields!["path" => lossy(p), "errno" => format!("{e:?}")],
             );
             status = 1;
         }

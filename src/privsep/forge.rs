@@ -51,11 +51,22 @@ fn exec(lists: Vec<ListKind>) -> Request {
 }
 
 /// Sends the forged request `kind`; unknown kinds are reported and do nothing.
-pub fn send(kind: &str, chan: &Channel) {
+pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
     crate::warning!("test hook: sending forged request {kind}");
     let both = vec![ListKind::Exclude, ListKind::Include];
     let r = match kind {
         "hello-again" => chan.send(&Request::Hello { version: VERSION }, &[]),
+        "version" => chan.send(
+            &Request::Hello {
+                version: VERSION + 1,
+            },
+            &[],
+        ),
+        // Files the worker could not have opened: root prepared them (see TestHooks).
+        "exec-regular-file" | "exec-pipe" => match prepared {
+            [a, b, ..] => chan.send(&exec(both), &[a.as_raw_fd(), b.as_raw_fd()]),
+            _ => return,
+        },
         "watch-dotdot" => chan.send(
             &Request::Watch {
                 dirs: vec![RelPath(b"../..".to_vec())],

@@ -463,7 +463,7 @@ impl Helper {
             Err(e) => {
                 crate::log::audit(
                     "watch-failed",
-                    audit_fields!["path" => lossy(dir), "errno" => e],
+                    audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
                 );
                 return WatchResult::Errno(e as i32);
             }
@@ -474,7 +474,7 @@ impl Helper {
             Err(e) => {
                 crate::log::audit(
                     "watch-failed",
-                    audit_fields!["path" => lossy(dir), "errno" => e],
+                    audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
                 );
                 WatchResult::Errno(e as i32)
             }

@@ -97,13 +97,21 @@ impl ExecPolicy {
                 _ => None,
             }
         };
-        let args: Vec<Vec<u8>> = match &cfg.handler_args {
+        let mut args: Vec<Vec<u8>> = match &cfg.handler_args {
             Some(a) => a.clone(),
             None => default_args(cfg.mode, cfg.prefer_include)
                 .into_iter()
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
         };
+        // The default direct handler is cp: with a tenant's symlink `evil -> /etc/shadow` among
+        // the paths, plain cp copies the target's content out. -P: never dereference.
+        if cfg.mode == Mode::Direct
+            && cfg.handler_args.is_none()
+            && cfg.handler.file_name().is_some_and(|n| n == "cp")
+        {
+            args.insert(0, b"-P".to_vec());
+        }
         let template = Template::parse(&args, cfg.prefer_include, &lower);
         ExecPolicy {
             program,

@@ -213,6 +213,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             keep.extend(status.as_ref().map(|f| f.as_raw_fd()));
             keep.extend(notify.as_ref().map(|n| n.raw_fd()));
             keep.extend(control.as_ref().map(|l| l.as_raw_fd()));
+            keep.extend(hooks.keep_fds());
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
             confine_worker(&cfg, chan.raw_fd(), &hooks)

@@ -410,6 +410,7 @@ impl Worker {
     }
 
     fn main(&mut self) -> Result<i32, ClientError> {
+        self.hooks.before_handshake(&self.client);
         self.client.handshake()?;
         self.set_status(Status::Initsync);
         let started = Instant::now();
@@ -745,6 +746,6 @@ impl Worker {
                 self.tree.watched()
             ));
         }
-        self.hooks.after_ready(&self.client, &self.inotify);
+        self.hooks.after_ready(&mut self.client, &self.inotify);
     }
 }
