@@ -239,3 +239,29 @@ fn changes_made_right_before_sigterm_are_synced() {
     assert!(st.success(), "{}", d.stderr());
     assert_trees_equal(&s.src(), &s.dst());
 }
+
+#[test]
+fn signals_16_29_and_usr1_leave_the_daemon_running_and_syncing() {
+    let s = Scratch::new("life-oddsignals");
+    let mut d = Daemon::rsyncdirect(&s, 0, &[]);
+    d.wait_ready();
+    for sig in [Signal::SIGSTKFLT, Signal::SIGIO, Signal::SIGUSR1] {
+        d.signal(sig);
+        let name = format!("after-{}", sig as i32);
+        fs::write(s.src().join(&name), name.as_bytes()).unwrap();
+        wait_synced(&s.src(), &s.dst(), SYNC_TIMEOUT);
+        assert!(
+            d.wait_exit(std::time::Duration::from_millis(100)).is_none(),
+            "{sig} ended the daemon: {}",
+            d.stderr()
+        );
+    }
+    assert!(
+        d.stderr().contains("signal 29 asks for a dump"),
+        "{}",
+        d.stderr()
+    );
+    let st = d.stop();
+    assert!(st.success(), "{}", d.stderr());
+    assert_trees_equal(&s.src(), &s.dst());
+}

@@ -83,6 +83,10 @@ pub fn signal_fd() -> nix::Result<SignalFd> {
         Signal::SIGUSR1,
         Signal::SIGUSR2,
         Signal::SIGALRM,
+        // clsync gives 16 and 29 meanings; their default action would end the daemon and lose
+        // what is queued, so they are caught too.
+        Signal::SIGSTKFLT,
+        Signal::SIGIO,
     ] {
         mask.add(sig);
     }
@@ -727,6 +731,16 @@ impl Worker {
                     self.resync = true;
                 }
                 Signal::SIGHUP => self.reload = true,
+                // clsync: USR1 reaps finished sync threads and 16 only wakes the main loop; here
+                // children are reaped as they end and every signal wakes the loop anyway.
+                Signal::SIGUSR1 | Signal::SIGSTKFLT => {
+                    crate::debug!(1, "{sig}: nothing to do (children are reaped as they end)")
+                }
+                // clsync: 29 writes a dump of the queues into --dump-dir.
+                Signal::SIGIO => crate::warning!(
+                    "signal 29 asks for a dump of the queues: dumps are not implemented by this \
+                     build, nothing was written; the daemon goes on"
+                ),
                 other => crate::debug!(1, "{other} ignored"),
             }
         }
