@@ -29,6 +29,7 @@ fn main() {
         "rsync_lists",
         "inotify_decode",
         "cli_numbers",
+        "confile_parse",
     ] {
         // Start clean, so removed seeds do not linger.
         let _ = fs::remove_dir_all(dir.join(t));
@@ -209,5 +210,32 @@ fn main() {
     ];
     for (name, s) in numbers {
         write(&dir, "cli_numbers", name, s.as_bytes());
+    }
+
+    // Configuration files: clsync's keyfile form (blocks, inheritance, comma lists, the `--` key
+    // with quotes) and the TOML form, plus a cycle and a broken line.
+    let confs: &[(&str, &str)] = &[
+        (
+            "keyfile",
+            "# clsync.conf\n[default]\nmode = rsyncdirect\nwatch-dir = /srv/www\n\
+             destination-dir = /backup/www\nignore-exitcode = 23,24\n\n[web]\n\
+             config-block-inherits = default\ndelay-sync = 3\n\
+             -- = --from=root \"www-data:www-data\" '%INCLUDE-LIST%'\n",
+        ),
+        (
+            "toml",
+            "[default]\nmode = \"rsyncdirect\"\nwatch-dir = \"/srv\"\n\
+             ignore-exitcode = [23, 24]\n\n[a]\nconfig-block-inherits = \"default\"\n\
+             \"--\" = [\"%INCLUDE-LIST%\", \"/dst/\"]\n",
+        ),
+        (
+            "cycle",
+            "[a]\nconfig-block-inherits = b\n[b]\nconfig-block-inherits = a\n",
+        ),
+        ("broken", "[default\nkey \"unterminated = x\n= nokey\n"),
+        ("args", "-aH --delete 'a b' \"c\\\"d\" e\\ f"),
+    ];
+    for (name, s) in confs {
+        write(&dir, "confile_parse", name, s.as_bytes());
     }
 }

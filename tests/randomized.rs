@@ -670,24 +670,6 @@ fn config_files_parse_totally_and_inheritance_always_ends() {
     let mut r = Rng::new(8);
     for _ in 0..20_000 {
         let text = conf_text(&mut r);
-        for f in [
-            clsync_rs::confile::parse_keyfile(std::path::Path::new("r.conf"), &text),
-            clsync_rs::confile::parse_toml(std::path::Path::new("r.toml"), &text),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for block in ["default", "a", "b", "nosuch"] {
-                // A cycle is an error, never a hang: resolve returns.
-                if let Ok(keys) = f.resolve(block, None) {
-                    let mut seen = std::collections::HashSet::new();
-                    assert!(
-                        keys.iter().all(|(k, _)| seen.insert(k.clone())),
-                        "a key twice: {keys:?}"
-                    );
-                }
-            }
-        }
-        let _ = clsync_rs::confile::split_args(&text);
+        check_confile(&text);
     }
 }

@@ -832,3 +832,44 @@ pub fn check_number_forms(n: u64) {
         check_numbers(f);
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Configuration files
+
+/// A configuration file, read as clsync's keyfile and as TOML: parsing never panics; resolving
+/// any block (inheritance included) returns, a cycle being an error and never a hang, and gives
+/// each key once; handler-argument splitting of a text without quotes or backslashes splits on
+/// blanks only: no empty argument, no blank inside one, no character lost or added.
+pub fn check_confile(text: &str) {
+    for f in [
+        clsync_rs::confile::parse_keyfile(std::path::Path::new("r.conf"), text),
+        clsync_rs::confile::parse_toml(std::path::Path::new("r.toml"), text),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        for block in ["default", "a", "b", "nosuch"] {
+            if let Ok(keys) = f.resolve(block, None) {
+                let mut seen = std::collections::HashSet::new();
+                assert!(
+                    keys.iter().all(|(k, _)| seen.insert(k.clone())),
+                    "a key twice in block {block}: {keys:?}"
+                );
+            }
+        }
+    }
+    let args = clsync_rs::confile::split_args(text);
+    if !text.contains(['"', '\'', '\\']) {
+        for a in &args {
+            assert!(
+                !a.is_empty() && !a.contains([' ', '\t']),
+                "unquoted split of {text:?} gave {a:?}"
+            );
+        }
+        assert_eq!(
+            args.concat(),
+            text.replace([' ', '\t'], ""),
+            "splitting {text:?} lost or added characters"
+        );
+    }
+}
