@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the release binary and runs the shared syncbench harness with three daemons side by side:
+# clsync 0.4.5 (/usr/bin/clsync), lsyncd 2.2.3 (/usr/bin/lsyncd) and ours (target/release/clsync).
+#
+#   scripts/bench.sh [quick|default] [extra syncbench.py args...]
+#
+# Needs root (the harness mounts tmpfs and sets inotify sysctls) and the Debian packages
+# clsync, lsyncd and rsync. The run goes to $BENCH_OUT/<stamp>-<preset>/ (default
+# target/bench/), and the path of its report.md is written to $BENCH_OUT/BENCHMARKS-latest
+# (and printed on the last line). Before measuring it waits (polling every 30 s, at most
+# 20 minutes) until no fuzzer and no rustc runs on the machine, and it builds nothing while
+# the harness runs. Set BENCH_NO_WAIT=1 to skip the wait.
+set -euo pipefail
+
+preset="${1:-quick}"
+[ $# -gt 0 ] && shift
+case "$preset" in
+quick) preset_args=(--quick) ;;
+default) preset_args=(--max-minutes 40) ;;
+*)
+    echo "usage: $0 [quick|default] [extra syncbench.py args...]" >&2
+    exit 2
+    ;;
+esac
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+harness="${SYNCBENCH_DIR:-$repo/../shared/bench}"
+[ -x "$harness/syncbench.py" ] || harness=/work/shared/bench
+out_root="${BENCH_OUT:-$CARGO_TARGET_DIR/bench}"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "$0: the harness needs root" >&2
+    exit 1
+fi
+for b in /usr/bin/clsync /usr/bin/lsyncd /usr/bin/rsync; do
+    [ -x "$b" ] || {
+        echo "$0: $b is missing: apt-get install -y clsync lsyncd rsync" >&2
+        exit 1
+    }
+done
+
+(cd "$repo" && cargo build --release)
+ours="$CARGO_TARGET_DIR/release/clsync"
+
+if [ -z "${BENCH_NO_WAIT:-}" ]; then
+    # `pgrep -f fuzz/target` alone misses cargo-fuzz children that run a relative target/ path.
+    for i in $(seq 1 40); do
+        if ! pgrep -f 'fuzz/target|cargo-fuzz|-artifact_prefix=' >/dev/null &&
+            ! pgrep -x rustc >/dev/null; then
+            break
+        fi
+        [ "$i" = 40 ] && echo "$0: still busy after 20 minutes; measuring anyway" >&2
+        [ "$i" = 1 ] && echo "$0: waiting for fuzzers/builds to end (polling every 30 s)" >&2
+        sleep 30
+    done
+fi
+
+stamp="$(date -u +%Y%m%d-%H%M%S)"
+out="$out_root/$stamp-$preset"
+mkdir -p "$out_root"
+(cd "$harness" && ./syncbench.py "${preset_args[@]}" \
+    --daemon clsync=/usr/bin/clsync \
+    --daemon lsyncd=/usr/bin/lsyncd \
+    --daemon "ours=$ours" \
+    --out "$out" "$@")
+
+echo "$out/report.md" >"$out_root/BENCHMARKS-latest"
+echo "report: $out/report.md"
