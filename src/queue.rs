@@ -206,8 +206,141 @@ impl Queues {
     }
 }
 
+/// Below this many paths a batch's rsync list is exactly clsync's.
+pub const COARSEN_MIN_BATCH: usize = 1024;
+/// A directory with at least this many changed entries directly in it is synced whole.
+pub const COARSEN_MIN_CHILDREN: usize = 32;
+
+/// Coarsens a large batch for rsync: rsync matches every file it walks against the include list
+/// one line after the other, so thousands of exact lines make a pass quadratic (20,000 lines for
+/// 20,000 files: 2.6 s; the same change as 200 `dir/***` lines: 0.19 s). A directory holding at
+/// least `min_children` of the batch's paths directly becomes one recursive entry, and every
+/// path beneath it is dropped: rsync's quick check skips the files that did not change, and
+/// `--delete` still removes what is gone. Only valid when no rule excludes anything (a
+/// recursive entry would carry excluded files). Batches under `min_batch` are left as they are.
+pub fn coarsen(
+    includes: Vec<(Vec<u8>, Item)>,
+    min_batch: usize,
+    min_children: usize,
+) -> Vec<(Vec<u8>, Item)> {
+    if includes.len() < min_batch {
+        return includes;
+    }
+    fn parent(p: &[u8]) -> Option<&[u8]> {
+        if p.is_empty() {
+            return None;
+        }
+        Some(
+            p.iter()
+                .rposition(|&b| b == b'/')
+                .map_or(&p[..0], |i| &p[..i]),
+        )
+    }
+    // Proper ancestors of `p`, nearest last: "" (the watch dir), "a", "a/b" for "a/b/c".
+    fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let cuts = if p.is_empty() {
+            None
+        } else {
+            Some(
+                std::iter::once(0).chain(
+                    p.iter()
+                        .enumerate()
+                        .filter(|&(_, &b)| b == b'/')
+                        .map(|(i, _)| i),
+                ),
+            )
+        };
+        cuts.into_iter().flatten().map(move |i| &p[..i])
+    }
+    let mut per_parent: HashMap<&[u8], usize> = HashMap::new();
+    for (p, _) in &includes {
+        if let Some(d) = parent(p) {
+            *per_parent.entry(d).or_default() += 1;
+        }
+    }
+    let whole: HashSet<Vec<u8>> = per_parent
+        .into_iter()
+        .filter(|&(_, n)| n >= min_children)
+        .map(|(d, _)| d.to_vec())
+        .collect();
+    if whole.is_empty() {
+        return includes;
+    }
+    // The outermost directories synced whole, with the masks of what they cover.
+    let mut tops: Vec<(Vec<u8>, Item)> = Vec::new();
+    let mut top_index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (p, it) in includes {
+        let cover = ancestors(&p)
+            .chain(std::iter::once(p.as_slice()))
+            .find(|a| whole.contains(*a))
+            .map(<[u8]>::to_vec);
+        match cover {
+            Some(top) => match top_index.get(&top) {
+                Some(&i) => tops[i].1.mask |= it.mask,
+                None => {
+                    top_index.insert(top.clone(), tops.len());
+                    tops.push((top, Item::new(it.mask, true)));
+                }
+            },
+            None => out.push((p, it)),
+        }
+    }
+    out.extend(tops);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn paths(v: &[(Vec<u8>, Item)]) -> Vec<(String, bool)> {
+        let mut r: Vec<_> = v
+            .iter()
+            .map(|(p, it)| (String::from_utf8_lossy(p).into_owned(), it.recursive))
+            .collect();
+        r.sort();
+        r
+    }
+
+    fn batch(names: &[String]) -> Vec<(Vec<u8>, Item)> {
+        names
+            .iter()
+            .map(|n| (n.as_bytes().to_vec(), Item::new(2, false)))
+            .collect()
+    }
+
+    #[test]
+    fn coarsen_leaves_small_batches_exact() {
+        let names: Vec<String> = (0..40).map(|i| format!("d/f{i}")).collect();
+        assert_eq!(paths(&coarsen(batch(&names), 1024, 32)).len(), 40);
+    }
+
+    #[test]
+    fn coarsen_syncs_a_busy_directory_whole_and_keeps_the_rest() {
+        let mut names: Vec<String> = (0..40).map(|i| format!("a/busy/f{i}")).collect();
+        names.push("a/busy/sub/deep".into());
+        names.push("a/busy".into());
+        names.push("other/x".into());
+        names.push("top".into());
+        let got = paths(&coarsen(batch(&names), 10, 32));
+        assert_eq!(
+            got,
+            vec![
+                ("a/busy".to_string(), true),
+                ("other/x".to_string(), false),
+                ("top".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn coarsen_keeps_only_the_outermost_busy_directory() {
+        let mut names: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        names.extend((0..40).map(|i| format!("d/g{i}")));
+        let out = coarsen(batch(&names), 10, 32);
+        assert_eq!(paths(&out), vec![(String::new(), true)]);
+        assert_eq!(out[0].1.mask, 2);
+    }
     use super::*;
 
     fn delays(w: u64, t: u64, big: u64) -> Delays {

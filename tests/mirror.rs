@@ -473,3 +473,76 @@ fn names_that_are_not_utf8() {
     wait_synced(&src, &dst, SYNC_TIMEOUT);
     stop_clean(d, &s);
 }
+
+/// A large batch with a busy directory is synced as `/busy/***` (rsync's include matching is
+/// quadratic in exact lines); deletions, renames and new files there still reach the destination.
+#[test]
+fn a_large_batch_is_coarsened_and_still_mirrors_deletes_and_renames() {
+    let s = Scratch::new("coarsen");
+    let (src, dst) = (s.src(), s.dst());
+    create_dir(src.join("busy"), Attrs::new(0o755));
+    create_dir(src.join("quiet"), Attrs::new(0o755));
+    for i in 0..1500 {
+        file(
+            src.join(format!("busy/f{i:04}")),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    file(src.join("quiet/keep"), b"keep\n");
+    let d = start(&s, 2, &["-d1"]);
+    assert_trees_equal(&src, &dst);
+    for i in 0..500 {
+        fs::remove_file(src.join(format!("busy/f{i:04}"))).unwrap();
+    }
+    for i in 500..800 {
+        fs::rename(
+            src.join(format!("busy/f{i:04}")),
+            src.join(format!("busy/renamed{i:04}")),
+        )
+        .unwrap();
+    }
+    for i in 0..600 {
+        file(src.join(format!("busy/new{i:04}")), b"new\n");
+    }
+    file(src.join("quiet/added"), b"added\n");
+    wait_synced(&src, &dst, Duration::from_secs(120));
+    assert!(
+        d.stderr().contains("coarsened"),
+        "no coarsened pass: {}",
+        d.stderr()
+    );
+    stop_clean(d, &s);
+}
+
+/// With rules, a large batch keeps its exact lists: a recursive entry would carry the files
+/// the rules exclude.
+#[test]
+fn rules_keep_a_large_batch_exact_and_excluded_files_out() {
+    let s = Scratch::new("coarsen-rules");
+    let (src, dst) = (s.src(), s.dst());
+    create_dir(src.join("busy"), Attrs::new(0o755));
+    let rules = s.path("rules");
+    fs::write(&rules, "-*secret$\n").unwrap();
+    let mut d = Daemon::rsyncdirect(&s, 2, &["-d1", "-R", rules.to_str().unwrap()]);
+    d.wait_ready();
+    for i in 0..1500 {
+        file(src.join(format!("busy/f{i:04}")), b"x\n");
+    }
+    file(src.join("busy/secret"), b"secret\n");
+    let last = dst.join("busy/f1499");
+    assert!(
+        wait_for(Duration::from_secs(120), || last.exists()),
+        "not synced: {}",
+        d.stderr()
+    );
+    assert!(wait_for(Duration::from_secs(120), || {
+        snapshot(&dst).len() + 1 == snapshot(&src).len()
+    }));
+    assert!(
+        !dst.join("busy/secret").exists(),
+        "an excluded file was synced"
+    );
+    assert!(!d.stderr().contains("coarsened"), "{}", d.stderr());
+    let st = d.stop();
+    assert!(st.success(), "{}", d.stderr());
+}

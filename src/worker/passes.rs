@@ -194,8 +194,32 @@ impl Worker {
                 }
                 l
             };
+            // rsyncdirect (our own rsync call, not a script reading the list), one sync at a
+            // time and no rule that could exclude: a large batch may be coarsened.
+            let coarse;
+            let includes = if self.cfg.mode == crate::config::Mode::RsyncDirect
+                && self.cfg.threading == crate::cli::Threading::Off
+                && self.rules.is_empty()
+            {
+                let before = batch.includes.len();
+                coarse = crate::queue::coarsen(
+                    batch.includes.clone(),
+                    crate::queue::COARSEN_MIN_BATCH,
+                    crate::queue::COARSEN_MIN_CHILDREN,
+                );
+                if coarse.len() < before {
+                    crate::debug!(
+                        1,
+                        "rsync lists: {before} paths coarsened to {}",
+                        coarse.len()
+                    );
+                }
+                &coarse
+            } else {
+                &batch.includes
+            };
             let mut parts = vec![fresh()];
-            for (p, it) in &batch.includes {
+            for (p, it) in includes {
                 if limit > 0 && parts.last().is_some_and(|l| l.include_len() >= limit) {
                     parts.push(fresh());
                 }
