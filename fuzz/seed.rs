@@ -89,6 +89,7 @@ fn main() {
     let both = ListFlags {
         recursive: true,
         content_recursive: true,
+        children: false,
     };
     let lists: Vec<(&str, Vec<ListOp>)> = vec![
         (

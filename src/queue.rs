@@ -9,6 +9,7 @@
 //! refuse to sync, found while walking) travel with the includes of the same pass.
 #![forbid(unsafe_code)]
 
+use crate::handler::rsynclist::ListFlags;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -208,23 +209,43 @@ impl Queues {
 
 /// Below this many paths a batch's rsync list is exactly clsync's.
 pub const COARSEN_MIN_BATCH: usize = 1024;
-/// A directory with at least this many changed entries directly in it is synced whole.
+/// A directory with at least this many changed entries directly in it is listed whole.
 pub const COARSEN_MIN_CHILDREN: usize = 32;
+/// A busy directory with at most this many directories in its subtree (or, if more, as many as
+/// the pass has paths) is listed recursively.
+pub const COARSEN_MAX_SUBTREE_DIRS: usize = 1024;
 
-/// Coarsens a large batch for rsync: rsync matches every file it walks against the include list
-/// one line after the other, so thousands of exact lines make a pass quadratic (20,000 lines for
-/// 20,000 files: 2.6 s; the same change as 200 `dir/***` lines: 0.19 s). A directory holding at
-/// least `min_children` of the batch's paths directly becomes one recursive entry, and every
-/// path beneath it is dropped: rsync's quick check skips the files that did not change, and
-/// `--delete` still removes what is gone. Only valid when no rule excludes anything (a
-/// recursive entry would carry excluded files). Batches under `min_batch` are left as they are.
-pub fn coarsen(
-    includes: Vec<(Vec<u8>, Item)>,
+/// The rsync list entries for a batch, coarsened when it is large: rsync matches every file it
+/// walks against the include lines one after the other, so thousands of exact lines make a pass
+/// quadratic (20,000 lines for 20,000 files: 2.6 s; the same as 200 `/dir/***` lines: 0.19 s).
+///
+/// A directory holding at least `min_children` of the batch's paths directly is *busy*. A busy
+/// directory whose subtree is small (`small_subtree`, e.g. at most
+/// [`COARSEN_MAX_SUBTREE_DIRS`] directories, or gone) becomes one recursive entry
+/// (`/dir/***`) that covers every path of the batch beneath it. A busy directory with a large
+/// subtree becomes `/dir` + `/dir/*` ([`ListFlags::CHILDREN`]) in place of its direct
+/// non-recursive entries, so rsync looks no deeper than the exact lines would have made it.
+/// rsync's quick check skips what did not change and `--delete` still removes what is gone.
+/// Only valid when no rule excludes anything (a coarse line would carry excluded files).
+/// Batches under `min_batch` are exact.
+pub fn rsync_entries(
+    includes: &[(Vec<u8>, Item)],
     min_batch: usize,
     min_children: usize,
-) -> Vec<(Vec<u8>, Item)> {
+    small_subtree: impl Fn(&[u8]) -> bool,
+) -> Vec<(Vec<u8>, ListFlags)> {
+    let flags = |it: &Item| {
+        if it.recursive {
+            ListFlags::RECURSIVE
+        } else {
+            ListFlags::NONE
+        }
+    };
     if includes.len() < min_batch {
-        return includes;
+        return includes
+            .iter()
+            .map(|(p, it)| (p.clone(), flags(it)))
+            .collect();
     }
     fn parent(p: &[u8]) -> Option<&[u8]> {
         if p.is_empty() {
@@ -236,110 +257,128 @@ pub fn coarsen(
                 .map_or(&p[..0], |i| &p[..i]),
         )
     }
-    // Proper ancestors of `p`, nearest last: "" (the watch dir), "a", "a/b" for "a/b/c".
-    fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
-        let cuts = if p.is_empty() {
-            None
+    // `p`'s proper ancestors from the root down ("" , "a", "a/b" for "a/b/c"), then `p`.
+    fn ancestors_and_self(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let cuts: Vec<usize> = if p.is_empty() {
+            vec![]
         } else {
-            Some(
-                std::iter::once(0).chain(
+            std::iter::once(0)
+                .chain(
                     p.iter()
                         .enumerate()
                         .filter(|&(_, &b)| b == b'/')
                         .map(|(i, _)| i),
-                ),
-            )
+                )
+                .collect()
         };
-        cuts.into_iter().flatten().map(move |i| &p[..i])
+        cuts.into_iter()
+            .map(move |i| &p[..i])
+            .chain(std::iter::once(p))
     }
     let mut per_parent: HashMap<&[u8], usize> = HashMap::new();
-    for (p, _) in &includes {
+    for (p, _) in includes {
         if let Some(d) = parent(p) {
             *per_parent.entry(d).or_default() += 1;
         }
     }
-    let whole: HashSet<Vec<u8>> = per_parent
+    let busy: HashSet<&[u8]> = per_parent
         .into_iter()
         .filter(|&(_, n)| n >= min_children)
-        .map(|(d, _)| d.to_vec())
+        .map(|(d, _)| d)
         .collect();
-    if whole.is_empty() {
-        return includes;
-    }
-    // The outermost directories synced whole, with the masks of what they cover.
-    let mut tops: Vec<(Vec<u8>, Item)> = Vec::new();
-    let mut top_index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let whole: HashSet<&[u8]> = busy.iter().copied().filter(|d| small_subtree(d)).collect();
     let mut out = Vec::new();
+    let mut listed: HashSet<&[u8]> = HashSet::new();
     for (p, it) in includes {
-        let cover = ancestors(&p)
-            .chain(std::iter::once(p.as_slice()))
-            .find(|a| whole.contains(*a))
-            .map(<[u8]>::to_vec);
-        match cover {
-            Some(top) => match top_index.get(&top) {
-                Some(&i) => tops[i].1.mask |= it.mask,
-                None => {
-                    top_index.insert(top.clone(), tops.len());
-                    tops.push((top, Item::new(it.mask, true)));
+        if let Some(top) = ancestors_and_self(p).find(|a| whole.contains(a)) {
+            if listed.insert(top) {
+                out.push((top.to_vec(), ListFlags::RECURSIVE));
+            }
+            continue;
+        }
+        match parent(p) {
+            Some(d) if !it.recursive && busy.contains(d) => {
+                if listed.insert(d) {
+                    out.push((d.to_vec(), ListFlags::CHILDREN));
                 }
-            },
-            None => out.push((p, it)),
+            }
+            _ => out.push((p.clone(), flags(it))),
         }
     }
-    out.extend(tops);
     out
 }
 
 #[cfg(test)]
 mod tests {
 
-    fn paths(v: &[(Vec<u8>, Item)]) -> Vec<(String, bool)> {
+    fn entries(v: &[(Vec<u8>, ListFlags)]) -> Vec<(String, ListFlags)> {
         let mut r: Vec<_> = v
             .iter()
-            .map(|(p, it)| (String::from_utf8_lossy(p).into_owned(), it.recursive))
+            .map(|(p, f)| (String::from_utf8_lossy(p).into_owned(), *f))
             .collect();
-        r.sort();
+        r.sort_by(|a, b| a.0.cmp(&b.0));
         r
     }
 
     fn batch(names: &[String]) -> Vec<(Vec<u8>, Item)> {
         names
             .iter()
-            .map(|n| (n.as_bytes().to_vec(), Item::new(2, false)))
+            .map(|n| {
+                let rec = n.ends_with('/');
+                let n = n.trim_end_matches('/');
+                (n.as_bytes().to_vec(), Item::new(2, rec))
+            })
             .collect()
     }
 
     #[test]
-    fn coarsen_leaves_small_batches_exact() {
+    fn small_batches_keep_exact_rsync_entries() {
         let names: Vec<String> = (0..40).map(|i| format!("d/f{i}")).collect();
-        assert_eq!(paths(&coarsen(batch(&names), 1024, 32)).len(), 40);
+        let got = rsync_entries(&batch(&names), 1024, 32, |_| true);
+        assert_eq!(got.len(), 40);
+        assert!(got.iter().all(|(_, f)| *f == ListFlags::NONE));
     }
 
     #[test]
-    fn coarsen_syncs_a_busy_directory_whole_and_keeps_the_rest() {
+    fn a_busy_directory_becomes_its_direct_entries_and_the_rest_stays() {
         let mut names: Vec<String> = (0..40).map(|i| format!("a/busy/f{i}")).collect();
-        names.push("a/busy/sub/deep".into());
-        names.push("a/busy".into());
+        names.push("a/busy/newdir/".into()); // recursive: keeps its own line
+        names.push("a/busy/sub/deep".into()); // deeper: keeps its own line
         names.push("other/x".into());
         names.push("top".into());
-        let got = paths(&coarsen(batch(&names), 10, 32));
-        assert_eq!(
-            got,
-            vec![
-                ("a/busy".to_string(), true),
-                ("other/x".to_string(), false),
-                ("top".to_string(), false)
-            ]
-        );
+        let got = entries(&rsync_entries(&batch(&names), 10, 32, |_| false));
+        let want: Vec<(String, ListFlags)> = vec![
+            ("a/busy".into(), ListFlags::CHILDREN),
+            ("a/busy/newdir".into(), ListFlags::RECURSIVE),
+            ("a/busy/sub/deep".into(), ListFlags::NONE),
+            ("other/x".into(), ListFlags::NONE),
+            ("top".into(), ListFlags::NONE),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]
-    fn coarsen_keeps_only_the_outermost_busy_directory() {
-        let mut names: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
-        names.extend((0..40).map(|i| format!("d/g{i}")));
-        let out = coarsen(batch(&names), 10, 32);
-        assert_eq!(paths(&out), vec![(String::new(), true)]);
-        assert_eq!(out[0].1.mask, 2);
+    fn a_busy_watch_root_is_listed_as_its_direct_entries() {
+        let names: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        let got = entries(&rsync_entries(&batch(&names), 10, 32, |_| false));
+        assert_eq!(got, vec![(String::new(), ListFlags::CHILDREN)]);
+    }
+
+    #[test]
+    fn a_busy_directory_with_a_small_subtree_covers_everything_beneath_it() {
+        let mut names: Vec<String> = (0..40).map(|i| format!("a/small/f{i}")).collect();
+        names.push("a/small/newdir/".into());
+        names.push("a/small/sub/deep".into());
+        names.extend((0..40).map(|i| format!("a/small/sub/g{i}")));
+        names.extend((0..40).map(|i| format!("big/h{i}")));
+        names.push("big/sub/deep".into());
+        let got = entries(&rsync_entries(&batch(&names), 10, 32, |d| d != b"big"));
+        let want: Vec<(String, ListFlags)> = vec![
+            ("a/small".into(), ListFlags::RECURSIVE),
+            ("big".into(), ListFlags::CHILDREN),
+            ("big/sub/deep".into(), ListFlags::NONE),
+        ];
+        assert_eq!(got, want);
     }
     use super::*;
 

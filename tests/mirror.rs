@@ -474,43 +474,82 @@ fn names_that_are_not_utf8() {
     stop_clean(d, &s);
 }
 
-/// A large batch with a busy directory is synced as `/busy/***` (rsync's include matching is
-/// quadratic in exact lines); deletions, renames and new files there still reach the destination.
+/// A large batch with a busy directory is listed as `/dir` + `/dir/*` (rsync's include matching
+/// is quadratic in exact lines); deletions, renames, new files and a removed subtree there still
+/// reach the destination, and a wildcard in the directory's name is escaped.
 #[test]
 fn a_large_batch_is_coarsened_and_still_mirrors_deletes_and_renames() {
     let s = Scratch::new("coarsen");
     let (src, dst) = (s.src(), s.dst());
-    create_dir(src.join("busy"), Attrs::new(0o755));
+    create_dir(src.join("bu*sy[1]"), Attrs::new(0o755));
     create_dir(src.join("quiet"), Attrs::new(0o755));
     for i in 0..1500 {
         file(
-            src.join(format!("busy/f{i:04}")),
+            src.join(format!("bu*sy[1]/f{i:04}")),
             format!("{i}\n").as_bytes(),
         );
     }
     file(src.join("quiet/keep"), b"keep\n");
-    let d = start(&s, 2, &["-d1"]);
+    create_dir(src.join("bu*sy[1]/sub"), Attrs::new(0o755));
+    file(src.join("bu*sy[1]/sub/x"), b"x\n");
+    // A subtree of more directories than 1024 and than the pass has paths: listed as `/dir` +
+    // `/dir/*`, not `/dir/***`.
+    create_dir(src.join("bu*sy[1]/many"), Attrs::new(0o755));
+    for i in 0..3000 {
+        create_dir(
+            src.join(format!("bu*sy[1]/many/d{i:04}")),
+            Attrs::new(0o755),
+        );
+    }
+    // A busy directory with a small subtree: listed as `/small/***`.
+    create_dir(src.join("small"), Attrs::new(0o755));
+    create_dir(src.join("small/in"), Attrs::new(0o755));
+    file(src.join("small/in/old"), b"old\n");
+    // rsync through a wrapper that keeps a copy of each include list.
+    let kept = s.mkdir("kept");
+    let wrapper = s.path("rsync-wrapper");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --include-from ] && cat \"$a\" >> {}/lists; prev=$a; done\nexec rsync \"$@\"\n",
+            kept.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let d = start(&s, 2, &["-d1", "-S", wrapper.to_str().unwrap()]);
     assert_trees_equal(&src, &dst);
     for i in 0..500 {
-        fs::remove_file(src.join(format!("busy/f{i:04}"))).unwrap();
+        fs::remove_file(src.join(format!("bu*sy[1]/f{i:04}"))).unwrap();
     }
     for i in 500..800 {
         fs::rename(
-            src.join(format!("busy/f{i:04}")),
-            src.join(format!("busy/renamed{i:04}")),
+            src.join(format!("bu*sy[1]/f{i:04}")),
+            src.join(format!("bu*sy[1]/renamed{i:04}")),
         )
         .unwrap();
     }
     for i in 0..600 {
-        file(src.join(format!("busy/new{i:04}")), b"new\n");
+        file(src.join(format!("bu*sy[1]/new{i:04}")), b"new\n");
     }
     file(src.join("quiet/added"), b"added\n");
+    fs::remove_dir_all(src.join("bu*sy[1]/sub")).unwrap();
+    for i in 0..40 {
+        file(src.join(format!("small/s{i}")), b"s\n");
+    }
+    fs::remove_file(src.join("small/in/old")).unwrap();
+    file(src.join("small/in/new"), b"new\n");
     wait_synced(&src, &dst, Duration::from_secs(120));
     assert!(
         d.stderr().contains("coarsened"),
         "no coarsened pass: {}",
         d.stderr()
     );
+    let lists = fs::read_to_string(kept.join("lists")).unwrap_or_default();
+    let lines: Vec<&str> = lists.lines().collect();
+    for want in ["/bu\\*sy\\[1\\]", "/bu\\*sy\\[1\\]/*", "/small/***"] {
+        assert!(lines.contains(&want), "no line {want:?} in:\n{lists}");
+    }
     stop_clean(d, &s);
 }
 

@@ -495,6 +495,7 @@ fn list_ops(r: &mut Rng) -> Vec<ListOp> {
         ListFlags {
             recursive: true,
             content_recursive: true,
+            children: false,
         },
     ];
     let mut earlier: Vec<Vec<u8>> = Vec::new();

@@ -46,6 +46,8 @@ pub struct ListFlags {
     pub recursive: bool,
     /// Everything below the directory (`/**`), e.g. a mount point's content.
     pub content_recursive: bool,
+    /// The directory and what is directly in it (`/dir` and `/dir/*`), not deeper.
+    pub children: bool,
 }
 
 impl ListFlags {
@@ -53,16 +55,25 @@ impl ListFlags {
     pub const NONE: ListFlags = ListFlags {
         recursive: false,
         content_recursive: false,
+        children: false,
     };
     /// The path and everything below it.
     pub const RECURSIVE: ListFlags = ListFlags {
         recursive: true,
         content_recursive: false,
+        children: false,
     };
     /// Everything below the path.
     pub const CONTENT_RECURSIVE: ListFlags = ListFlags {
         recursive: false,
         content_recursive: true,
+        children: false,
+    };
+    /// The directory and its direct entries.
+    pub const CHILDREN: ListFlags = ListFlags {
+        recursive: false,
+        content_recursive: false,
+        children: true,
     };
 
     fn bits(self) -> u8 {
@@ -73,12 +84,16 @@ impl ListFlags {
         if self.content_recursive {
             bits |= CONTENT;
         }
+        if self.children {
+            bits |= CHILDREN;
+        }
         bits
     }
 }
 
 const REC: u8 = 1;
 const CONTENT: u8 = 2;
+const CHILDREN: u8 = 4;
 
 /// The line suffix for a set of flag bits (recursive wins).
 fn suffix(bits: u8) -> &'static [u8] {
@@ -133,9 +148,21 @@ impl LineSet {
     }
 }
 
-/// Appends one list line (terminated by `\n`) for `path` with flag `bits`.
+/// Appends the list line (terminated by `\n`) for `path` with flag `bits`; two lines for
+/// [`ListFlags::CHILDREN`] (`/dir` and `/dir/*`; only `/*` for the root), unless recursive.
 fn push_line(buf: &mut Vec<u8>, path: &[u8], bits: u8) {
-    let suffix = suffix(bits);
+    if bits & CHILDREN != 0 && bits & REC == 0 {
+        if !path.is_empty() {
+            push_one(buf, path, b"");
+        }
+        push_one(buf, path, if bits & CONTENT != 0 { b"/**" } else { b"/*" });
+        return;
+    }
+    push_one(buf, path, suffix(bits));
+}
+
+/// Appends one line: `/path` (escaped when the line holds a wildcard) and `suffix`.
+fn push_one(buf: &mut Vec<u8>, path: &[u8], suffix: &[u8]) {
     if !path.is_empty() {
         buf.push(b'/');
         let wild = !suffix.is_empty()
@@ -323,6 +350,7 @@ mod tests {
             ListFlags {
                 recursive: true,
                 content_recursive: true,
+                children: true,
             },
         );
         assert_eq!(include(&l), "/m/***\n");
@@ -403,5 +431,19 @@ mod tests {
         l.write_include(&mut v).unwrap();
         assert_eq!(v.iter().filter(|&&b| b == b'\n').count(), l.include_len());
         assert!(v.starts_with(b"/dir0/sub/file0\n/dir0/sub\n/dir0\n/dir0/sub/file1\n"));
+    }
+
+    #[test]
+    fn children_is_the_dir_and_its_direct_entries() {
+        let mut l = RsyncLists::new();
+        l.add_include(b"a/b*", ListFlags::CHILDREN);
+        l.add_include(b"a/b*/new", ListFlags::RECURSIVE);
+        assert_eq!(include(&l), "/a/b\\*\n/a/b\\*/*\n/a\n/a/b\\*/new/***\n");
+        // Recursive wins; the root has no line of its own.
+        l.add_include(b"a/b*", ListFlags::RECURSIVE);
+        let mut r = RsyncLists::new();
+        r.add_include(b"", ListFlags::CHILDREN);
+        assert_eq!(include(&r), "/*\n");
+        assert!(include(&l).starts_with("/a/b\\*/***\n"));
     }
 }

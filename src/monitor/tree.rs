@@ -170,6 +170,32 @@ impl Tree {
         self.path(id).join(name)
     }
 
+    /// The directory at `path` (relative, `/`-separated; the root is empty), if known.
+    pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
+        let mut id = ROOT;
+        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            id = self.child(id, name)?;
+        }
+        Some(id)
+    }
+
+    /// Whether the subtree at `id` holds at most `limit` directories (`id` included); stops
+    /// counting past the limit.
+    pub fn subtree_at_most(&self, id: NodeId, limit: usize) -> bool {
+        let mut stack = vec![id];
+        let mut seen = 0usize;
+        while let Some(n) = stack.pop() {
+            seen += 1;
+            if seen > limit {
+                return false;
+            }
+            if let Some(node) = self.node(n) {
+                stack.extend_from_slice(&node.children);
+            }
+        }
+        true
+    }
+
     pub fn children(&self, id: NodeId) -> Vec<NodeId> {
         self.node(id)
             .map(|n| n.children.clone())

@@ -196,40 +196,43 @@ impl Worker {
             };
             // rsyncdirect (our own rsync call, not a script reading the list), one sync at a
             // time and no rule that could exclude: a large batch may be coarsened.
-            let coarse;
-            let includes = if self.cfg.mode == crate::config::Mode::RsyncDirect
+            let coarsen = self.cfg.mode == crate::config::Mode::RsyncDirect
                 && self.cfg.threading == crate::cli::Threading::Off
-                && self.rules.is_empty()
-            {
-                let before = batch.includes.len();
-                coarse = crate::queue::coarsen(
-                    batch.includes.clone(),
-                    crate::queue::COARSEN_MIN_BATCH,
-                    crate::queue::COARSEN_MIN_CHILDREN,
-                );
-                if coarse.len() < before {
-                    crate::debug!(
-                        1,
-                        "rsync lists: {before} paths coarsened to {}",
-                        coarse.len()
-                    );
-                }
-                &coarse
+                && self.rules.is_empty();
+            let min_batch = if coarsen {
+                crate::queue::COARSEN_MIN_BATCH
             } else {
-                &batch.includes
+                usize::MAX
             };
+            let entries = crate::queue::rsync_entries(
+                &batch.includes,
+                min_batch,
+                crate::queue::COARSEN_MIN_CHILDREN,
+                // Walking a subtree costs about its files; exact lines cost about lines x
+                // files walked: a subtree with no more directories than the pass has paths is
+                // cheaper whole.
+                |dir| {
+                    let limit = crate::queue::COARSEN_MAX_SUBTREE_DIRS.max(batch.includes.len());
+                    self.tree
+                        .lookup(dir)
+                        .is_none_or(|id| self.tree.subtree_at_most(id, limit))
+                },
+            );
+            if entries.len() < batch.includes.len() {
+                crate::debug!(
+                    1,
+                    "rsync lists: {} paths coarsened to {} entries",
+                    batch.includes.len(),
+                    entries.len()
+                );
+            }
             let mut parts = vec![fresh()];
-            for (p, it) in includes {
+            for (p, flags) in &entries {
                 if limit > 0 && parts.last().is_some_and(|l| l.include_len() >= limit) {
                     parts.push(fresh());
                 }
-                let flags = if it.recursive {
-                    ListFlags::RECURSIVE
-                } else {
-                    ListFlags::NONE
-                };
                 if let Some(l) = parts.last_mut() {
-                    l.add_include(p, flags);
+                    l.add_include(p, *flags);
                 }
             }
             for lists in parts {

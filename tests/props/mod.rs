@@ -477,6 +477,7 @@ pub fn decode_list_ops(mut data: &[u8]) -> Vec<ListOp> {
             _ => ListFlags {
                 recursive: true,
                 content_recursive: true,
+                children: false,
             },
         };
         ops.push(if op & 4 == 0 {
