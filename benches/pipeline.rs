@@ -58,7 +58,7 @@ impl Runner {
         samples.sort_by(|a, b| a.total_cmp(b));
         let median = samples[samples.len() / 2];
         println!(
-            "{name:<44} {median:>10.1} ns/op  (best {:>8.1}, {} reps x {ops} ops)",
+            "{name:<58} {median:>10.1} ns/op  (best {:>9.1}, {} reps x {ops} ops)",
             samples[0],
             samples.len()
         );

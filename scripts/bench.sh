@@ -8,8 +8,9 @@
 # clsync, lsyncd and rsync. The run goes to $BENCH_OUT/<stamp>-<preset>/ (default
 # target/bench/), and the path of its report.md is written to $BENCH_OUT/BENCHMARKS-latest
 # (and printed on the last line). Before measuring it waits (polling every 30 s, at most
-# 20 minutes) until no fuzzer and no rustc runs on the machine, and it builds nothing while
-# the harness runs. Set BENCH_NO_WAIT=1 to skip the wait.
+# 20 minutes) until no fuzzer and no rustc runs on the machine (BENCH_NO_WAIT=1 skips that), and
+# always until no other syncbench.py runs (they would share and empty the same tmpfs mounts);
+# it builds nothing while the harness runs.
 set -euo pipefail
 
 preset="${1:-quick}"
@@ -43,18 +44,29 @@ done
 (cd "$repo" && cargo build --release)
 ours="$CARGO_TARGET_DIR/release/clsync"
 
-if [ -z "${BENCH_NO_WAIT:-}" ]; then
+busy() {
     # `pgrep -f fuzz/target` alone misses cargo-fuzz children that run a relative target/ path.
+    pgrep -f 'fuzz/target|cargo-fuzz|-artifact_prefix=' >/dev/null || pgrep -x rustc >/dev/null
+}
+if [ -z "${BENCH_NO_WAIT:-}" ]; then
     for i in $(seq 1 40); do
-        if ! pgrep -f 'fuzz/target|cargo-fuzz|-artifact_prefix=' >/dev/null &&
-            ! pgrep -x rustc >/dev/null; then
-            break
-        fi
+        busy || break
         [ "$i" = 40 ] && echo "$0: still busy after 20 minutes; measuring anyway" >&2
         [ "$i" = 1 ] && echo "$0: waiting for fuzzers/builds to end (polling every 30 s)" >&2
         sleep 30
     done
 fi
+# Another syncbench run uses the same tmpfs mounts (/tmp/benchwork/t, /tmp/benchwork/d) and empties
+# them: never start beside one, whatever BENCH_NO_WAIT says.
+for i in $(seq 1 40); do
+    pgrep -f 'syncbench\.py' >/dev/null || break
+    if [ "$i" = 40 ]; then
+        echo "$0: another syncbench.py is still running after 20 minutes; not starting" >&2
+        exit 1
+    fi
+    [ "$i" = 1 ] && echo "$0: another syncbench.py is running; waiting (polling every 30 s)" >&2
+    sleep 30
+done
 
 stamp="$(date -u +%Y%m%d-%H%M%S)"
 out="$out_root/$stamp-$preset"
