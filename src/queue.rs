@@ -233,7 +233,7 @@ pub fn rsync_entries(
     min_batch: usize,
     min_children: usize,
     small_subtree: impl Fn(&[u8]) -> bool,
-) -> Vec<(Vec<u8>, ListFlags)> {
+) -> Vec<(&[u8], ListFlags)> {
     let flags = |it: &Item| {
         if it.recursive {
             ListFlags::RECURSIVE
@@ -244,7 +244,7 @@ pub fn rsync_entries(
     if includes.len() < min_batch {
         return includes
             .iter()
-            .map(|(p, it)| (p.clone(), flags(it)))
+            .map(|(p, it)| (p.as_slice(), flags(it)))
             .collect();
     }
     fn parent(p: &[u8]) -> Option<&[u8]> {
@@ -257,23 +257,18 @@ pub fn rsync_entries(
                 .map_or(&p[..0], |i| &p[..i]),
         )
     }
-    // `p`'s proper ancestors from the root down ("" , "a", "a/b" for "a/b/c"), then `p`.
+    // `p`'s proper ancestors from the root down ("", "a", "a/b" for "a/b/c"), then `p`.
     fn ancestors_and_self(p: &[u8]) -> impl Iterator<Item = &[u8]> {
-        let cuts: Vec<usize> = if p.is_empty() {
-            vec![]
-        } else {
-            std::iter::once(0)
-                .chain(
-                    p.iter()
-                        .enumerate()
-                        .filter(|&(_, &b)| b == b'/')
-                        .map(|(i, _)| i),
-                )
-                .collect()
-        };
-        cuts.into_iter()
+        let root = (!p.is_empty()).then_some(0);
+        let slashes = p
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
+            .map(|(i, _)| i);
+        root.into_iter()
+            .chain(slashes)
+            .chain(std::iter::once(p.len()))
             .map(move |i| &p[..i])
-            .chain(std::iter::once(p))
     }
     let mut per_parent: HashMap<&[u8], usize> = HashMap::new();
     for (p, _) in includes {
@@ -292,17 +287,17 @@ pub fn rsync_entries(
     for (p, it) in includes {
         if let Some(top) = ancestors_and_self(p).find(|a| whole.contains(a)) {
             if listed.insert(top) {
-                out.push((top.to_vec(), ListFlags::RECURSIVE));
+                out.push((top, ListFlags::RECURSIVE));
             }
             continue;
         }
         match parent(p) {
             Some(d) if !it.recursive && busy.contains(d) => {
                 if listed.insert(d) {
-                    out.push((d.to_vec(), ListFlags::CHILDREN));
+                    out.push((d, ListFlags::CHILDREN));
                 }
             }
-            _ => out.push((p.clone(), flags(it))),
+            _ => out.push((p.as_slice(), flags(it))),
         }
     }
     out
@@ -311,7 +306,7 @@ pub fn rsync_entries(
 #[cfg(test)]
 mod tests {
 
-    fn entries(v: &[(Vec<u8>, ListFlags)]) -> Vec<(String, ListFlags)> {
+    fn entries(v: &[(&[u8], ListFlags)]) -> Vec<(String, ListFlags)> {
         let mut r: Vec<_> = v
             .iter()
             .map(|(p, f)| (String::from_utf8_lossy(p).into_owned(), *f))
@@ -334,7 +329,8 @@ mod tests {
     #[test]
     fn small_batches_keep_exact_rsync_entries() {
         let names: Vec<String> = (0..40).map(|i| format!("d/f{i}")).collect();
-        let got = rsync_entries(&batch(&names), 1024, 32, |_| true);
+        let b = batch(&names);
+        let got = rsync_entries(&b, 1024, 32, |_| true);
         assert_eq!(got.len(), 40);
         assert!(got.iter().all(|(_, f)| *f == ListFlags::NONE));
     }

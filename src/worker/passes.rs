@@ -227,12 +227,12 @@ impl Worker {
                 );
             }
             let mut parts = vec![fresh()];
-            for (p, flags) in &entries {
+            for &(p, flags) in &entries {
                 if limit > 0 && parts.last().is_some_and(|l| l.include_len() >= limit) {
                     parts.push(fresh());
                 }
                 if let Some(l) = parts.last_mut() {
-                    l.add_include(p, *flags);
+                    l.add_include(p, flags);
                 }
             }
             for lists in parts {
