@@ -447,13 +447,7 @@ mod tests {
             }
             0
         });
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
         let s = out.text();
         assert_eq!(
             status_field(&s, "CapEff"),
@@ -485,13 +479,7 @@ mod tests {
             }
             0
         });
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
         let s = out.text();
         assert_eq!(status_field(&s, "Uid"), Some("64200\t64200\t64200\t64200"));
         assert_eq!(status_field(&s, "Gid"), Some("64201\t64201\t64201\t64201"));
@@ -540,13 +528,7 @@ mod tests {
             }
             7
         });
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
         let s = out.text();
         let want = cap_hex(&handler);
         assert_eq!(
@@ -617,13 +599,7 @@ mod tests {
             }
             0
         });
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
         let s = out.text();
         assert_eq!(status_field(&s, "Uid"), Some("64400\t64400\t64400\t64400"));
         assert_eq!(status_field(&s, "Gid"), Some("64401\t64401\t64401\t64401"));

@@ -136,13 +136,7 @@ mod tests {
             0
         });
         let _ = std::fs::remove_file(&path);
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
     }
 
     #[test]

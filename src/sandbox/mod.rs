@@ -210,13 +210,7 @@ mod tests {
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
             12
         });
-        assert_eq!(
-            testutil::exited(&out.status),
-            Some(seccomp::EXIT_SECCOMP_VIOLATION),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(seccomp::EXIT_SECCOMP_VIOLATION);
         let s = out.text();
         assert_eq!(
             status_field(&s, "Uid"),

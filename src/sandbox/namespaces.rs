@@ -88,13 +88,7 @@ mod tests {
             }
             0
         });
-        assert_eq!(
-            exited(&out.status),
-            Some(0),
-            "{:?} {}",
-            out.status,
-            out.text()
-        );
+        out.assert_exit(0);
         let text = out.text();
         let (ns_lines, mountinfo) = text.split_at(
             text.match_indices('\n')

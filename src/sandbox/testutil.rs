@@ -21,6 +21,18 @@ impl ChildOutcome {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.output).into_owned()
     }
+
+    /// Asserts that the child exited with `code`, showing its status and output otherwise.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(
+            exited(&self.status),
+            Some(code),
+            "{:?} {}",
+            self.status,
+            self.text()
+        );
+    }
 }
 
 /// Fork, run `f(pipe_write_fd)` in the child and `_exit` with its return value.
