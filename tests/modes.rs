@@ -92,22 +92,11 @@ fn calls(log: &Path) -> Vec<Call> {
         .collect()
 }
 
+/// [`handler_args`] with no delays (later options win, so `extra` may set them).
 fn args(s: &Scratch, mode: &str, handler: &Path, extra: &[&str]) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec![
-        "-M".into(),
-        mode.into(),
-        "-W".into(),
-        s.src().into(),
-        "-S".into(),
-        handler.into(),
-        "-w0".into(),
-        "-t0".into(),
-        "-T0".into(),
-        "-H".into(),
-        "/NULL/".into(),
-    ];
-    v.extend(extra.iter().map(OsString::from));
-    v
+    let mut all = vec!["-w0", "-t0", "-T0"];
+    all.extend_from_slice(extra);
+    handler_args(s, mode, handler, &all)
 }
 
 /// The reference's sample tree: a.tmp, b.txt, sub/deep/x, keep/k.tmp.

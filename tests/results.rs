@@ -26,21 +26,6 @@ fn handler(s: &Scratch, tail: &str) -> (PathBuf, PathBuf) {
     (h, log)
 }
 
-fn args(s: &Scratch, mode: &str, h: &Path, extra: &[&str]) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec![
-        "-M".into(),
-        mode.into(),
-        "-W".into(),
-        s.src().into(),
-        "-S".into(),
-        h.into(),
-        "-H".into(),
-        "/NULL/".into(),
-    ];
-    v.extend(extra.iter().map(OsString::from));
-    v
-}
-
 fn calls(log: &Path) -> Vec<String> {
     fs::read_to_string(log)
         .unwrap_or_default()
@@ -58,7 +43,11 @@ fn log_text(log: &Path) -> String {
 fn failing_handler_exits_with_its_code_after_r_tries() {
     let s = Scratch::new("res-retries");
     let (h, log) = handler(&s, "exit 5");
-    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0", "-r3"]), &[]);
+    let mut d = Daemon::start(
+        &s,
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "-r3"]),
+        &[],
+    );
     let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
     assert_eq!(st.code(), Some(5), "stderr:\n{}", d.stderr());
     assert_eq!(calls(&log).len(), 3, "{}", log_text(&log));
@@ -87,7 +76,7 @@ fn ignored_exit_codes_count_as_success() {
     let (h, _) = handler(&s, "exit 5");
     let mut d = Daemon::start(
         &s,
-        &args(&s, "shell", &h, &["-w0", "-t0", "-x", "5", "-x", "0"]),
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "-x", "5", "-x", "0"]),
         &[],
     );
     assert_eq!(
@@ -104,7 +93,7 @@ fn ignore_failures_keeps_the_daemon_running() {
     let (h, log) = handler(&s, "exit 5");
     let mut d = Daemon::start(
         &s,
-        &args(&s, "shell", &h, &["-w0", "-t0", "--ignore-failures"]),
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "--ignore-failures"]),
         &[],
     );
     d.wait_ready();
@@ -126,7 +115,11 @@ fn timeout_kills_a_hanging_handler_and_its_children() {
         &s,
         "sleep 300 & echo \"child $!\" >> $(dirname $0)/calls.log; wait",
     );
-    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0", "-k1"]), &[]);
+    let mut d = Daemon::start(
+        &s,
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "-k1"]),
+        &[],
+    );
     let st = d
         .wait_exit(START_TIMEOUT)
         .expect("daemon did not exit after -k");
@@ -192,7 +185,7 @@ fn a_big_file_waits_for_the_big_file_queue() {
     let (h, log) = handler(&s, "exit 0");
     let mut d = Daemon::start(
         &s,
-        &args(&s, "shell", &h, &["-w0", "-t0", "-T3", "-B", "100"]),
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "-T3", "-B", "100"]),
         &[],
     );
     d.wait_ready();
@@ -294,7 +287,7 @@ fn threading_safe_runs_other_paths_in_parallel_but_never_one_path_twice() {
     let (h, log) = slow_handler(&s);
     let mut d = Daemon::start(
         &s,
-        &args(&s, "shell", &h, &["-w0", "-t0", "-p", "safe"]),
+        &handler_args(&s, "shell", &h, &["-w0", "-t0", "-p", "safe"]),
         &[],
     );
     d.wait_ready();
@@ -339,7 +332,7 @@ fn threading_safe_runs_other_paths_in_parallel_but_never_one_path_twice() {
 fn threading_off_runs_one_sync_at_a_time() {
     let s = Scratch::new("res-threading-off");
     let (h, log) = slow_handler(&s);
-    let mut d = Daemon::start(&s, &args(&s, "shell", &h, &["-w0", "-t0"]), &[]);
+    let mut d = Daemon::start(&s, &handler_args(&s, "shell", &h, &["-w0", "-t0"]), &[]);
     d.wait_ready();
     fs::write(s.src().join("f"), b"1").unwrap();
     assert!(wait_for(SYNC_TIMEOUT, || log_text(&log).contains(" f ")));

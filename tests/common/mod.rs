@@ -1019,6 +1019,22 @@ pub fn clsync_bin() -> PathBuf {
     }
 }
 
+/// `-M mode -W src -S handler` with no config file, followed by `extra` (no `-D`, no delays).
+pub fn handler_args(s: &Scratch, mode: &str, handler: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "-M".into(),
+        mode.into(),
+        "-W".into(),
+        s.src().into(),
+        "-S".into(),
+        handler.into(),
+        "-H".into(),
+        "/NULL/".into(),
+    ];
+    v.extend(extra.iter().map(OsString::from));
+    v
+}
+
 /// The usual `-M rsyncdirect -W src -D dst` arguments with short delays and no config file,
 /// followed by `extra`.
 pub fn rsyncdirect_args(s: &Scratch, delay: u32, extra: &[&str]) -> Vec<OsString> {
