@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +59,7 @@ fn ignored_exit_codes_count_as_success() {
     let (h, log) = handler(&s, "exit 5");
     let mut d = Daemon::start(
         &s,
-        &args(
+        &handler_args(
             &s,
             "shell",
             &h,
@@ -148,7 +147,7 @@ fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_broken() {
     let (h, log) = handler(&s, "exit 0");
     let mut d = Daemon::start(
         &s,
-        &args(
+        &handler_args(
             &s,
             "shell",
             &h,
@@ -215,7 +214,7 @@ fn modification_signature_skips_events_that_change_no_selected_field() {
     let (h, log) = handler(&s, "exit 0");
     let mut d = Daemon::start(
         &s,
-        &args(
+        &handler_args(
             &s,
             "shell",
             &h,
