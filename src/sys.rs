@@ -111,6 +111,17 @@ pub fn getpid() -> Pid {
     nix::unistd::getpid()
 }
 
+/// The signals an administrator sends to clsync (HUP, INT, QUIT, TERM, ALRM, USR1, USR2, 16,
+/// 29). Every process of the daemon (worker, helper, janitor) blocks them, so none can end one
+/// by its default action (`pkill -29 clsync` reaches all three); the worker reads them from its
+/// signalfd and gives them clsync's meanings, the helper only acts on its own SIGTERM.
+pub const ADMIN_SIGNALS: [nix::sys::signal::Signal; 9] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGALRM, SIGUSR1, SIGUSR2, SIGSTKFLT, SIGIO,
+    ]
+};
+
 /// Resets every signal disposition and the signal mask to the defaults a freshly exec'd program
 /// expects (the Rust runtime ignores SIGPIPE; the event loops block signals for signalfd).
 pub fn reset_signals_for_exec() {

@@ -241,11 +241,33 @@ fn changes_made_right_before_sigterm_are_synced() {
 }
 
 #[test]
-fn signals_16_29_and_usr1_leave_the_daemon_running_and_syncing() {
+fn signals_16_29_usr1_leave_the_daemon_running_and_alrm_spares_helper_and_janitor() {
     let s = Scratch::new("life-oddsignals");
     let mut d = Daemon::rsyncdirect(&s, 0, &[]);
     d.wait_ready();
-    for sig in [Signal::SIGSTKFLT, Signal::SIGIO, Signal::SIGUSR1] {
+    // The helper and the janitor (the helper's clsync child) must survive them too: `pkill -29
+    // clsync` reaches every process of the daemon.
+    let helper = children_of(d.pid)[0];
+    let others: Vec<i32> = std::iter::once(helper)
+        .chain(children_of(helper))
+        .filter(|&p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "clsync")
+        })
+        .collect();
+    assert_eq!(others.len(), 2, "helper and janitor: {others:?}");
+    for sig in [
+        Signal::SIGSTKFLT,
+        Signal::SIGIO,
+        Signal::SIGUSR1,
+        Signal::SIGALRM,
+    ] {
+        for &p in &others {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig);
+        }
+        if sig == Signal::SIGALRM {
+            // ALRM to the worker means "sync and exit"; here only the other two get it.
+            continue;
+        }
         d.signal(sig);
         let name = format!("after-{}", sig as i32);
         fs::write(s.src().join(&name), name.as_bytes()).unwrap();
@@ -253,6 +275,13 @@ fn signals_16_29_and_usr1_leave_the_daemon_running_and_syncing() {
         assert!(
             d.wait_exit(std::time::Duration::from_millis(100)).is_none(),
             "{sig} ended the daemon: {}",
+            d.stderr()
+        );
+    }
+    for &p in &others {
+        assert!(
+            fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| !st.contains(") Z ")),
+            "process {p} ended: {}",
             d.stderr()
         );
     }

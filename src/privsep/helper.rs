@@ -208,18 +208,13 @@ fn prepare(s: &HelperSetup) -> Result<SignalFd, String> {
     if nix::unistd::getppid() != s.worker {
         return Err("the worker died before the helper was ready".into());
     }
-    // SIGTERM/SIGCHLD arrive through a signalfd; the terminal's INT/QUIT/HUP are the worker's to
-    // act on (it sends Shutdown), so the helper ignores them by blocking them too.
+    // SIGTERM/SIGCHLD arrive through a signalfd; the administrator's signals are the worker's to
+    // act on (it sends Shutdown), so the helper blocks them too and ignores what it reads.
     let mut mask = SigSet::empty();
-    for sig in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
+    for sig in crate::sys::ADMIN_SIGNALS
+        .into_iter()
+        .chain([Signal::SIGCHLD])
+    {
         mask.add(sig);
     }
     mask.thread_block()

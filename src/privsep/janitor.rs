@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
@@ -43,16 +43,10 @@ pub fn run(s: JanitorSetup) -> ! {
     if let Err(e) = confine() {
         crate::warning!("janitor: {e}");
     }
-    // The terminal's signals are for the worker; the janitor ends on its own once both are gone.
+    // The administrator's signals are for the worker; the janitor ends on its own once both are
+    // gone.
     let mut mask = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
+    for sig in crate::sys::ADMIN_SIGNALS {
         mask.add(sig);
     }
     let _ = mask.thread_block();

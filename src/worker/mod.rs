@@ -74,20 +74,10 @@ pub struct WorkerSetup {
 /// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
 pub fn signal_fd() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGALRM,
-        // clsync gives 16 and 29 meanings; their default action would end the daemon and lose
-        // what is queued, so they are caught too.
-        Signal::SIGSTKFLT,
-        Signal::SIGIO,
-    ] {
+    for sig in crate::sys::ADMIN_SIGNALS
+        .into_iter()
+        .chain([Signal::SIGCHLD])
+    {
         mask.add(sig);
     }
     mask.thread_block()?;
