@@ -279,20 +279,25 @@ fn main() {
             RelPath(p[..cut].to_vec())
         })
         .collect();
-    let watch = Request::Watch { dirs };
-    let bytes = encode(&watch).expect("a Watch of 1000 dirs fits a datagram");
+    let watch = Request::Walk {
+        dirs,
+        watch: true,
+        files: false,
+        stat: false,
+    };
+    let bytes = encode(&watch).expect("a Walk of 1000 dirs fits a datagram");
     println!(
-        "# Watch of 1000 dirs encodes to {} bytes (datagram cap 65536)",
+        "# Walk of 1000 dirs encodes to {} bytes (datagram cap 65536)",
         bytes.len()
     );
     r.run(
-        "protocol: encode Watch of 1000 dirs (per msg)",
+        "protocol: encode Walk of 1000 dirs (per msg)",
         1,
         || (),
         |()| encode(black_box(&watch)),
     );
     r.run(
-        "protocol: decode Watch of 1000 dirs (per msg)",
+        "protocol: decode Walk of 1000 dirs (per msg)",
         1,
         || (),
         |()| decode::<Request>(black_box(&bytes)),

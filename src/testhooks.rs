@@ -112,16 +112,60 @@ impl TestHooks {
             if f == "watch-through-symlink" {
                 // Not a refusal: the helper answers with an errno (tenants can cause this at
                 // will) and never follows the link.
-                let r = client.watch(vec![crate::privsep::protocol::RelPath(
-                    b"lnk/inner".to_vec(),
-                )]);
+                let r = walk_once(client, b"lnk/inner");
                 crate::warning!("test hook: forged watch through a symlink: {r:?}");
+            } else if let Some(n) = f.strip_prefix("walk-race:") {
+                // The test swaps `flip` between a directory and a symlink meanwhile.
+                let rounds: usize = n.parse().unwrap_or(0);
+                let (mut wd, mut failed, mut entries) = (0, 0, Vec::<String>::new());
+                for _ in 0..rounds {
+                    match walk_once(client, b"flip") {
+                        Ok(chunks) => {
+                            for c in chunks {
+                                match c.watch {
+                                    Some(crate::privsep::protocol::WatchResult::Wd(_)) => wd += 1,
+                                    _ => failed += 1,
+                                }
+                                for e in c.entries {
+                                    let name = String::from_utf8_lossy(&e.name).into_owned();
+                                    if !entries.contains(&name) {
+                                        entries.push(name);
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            crate::warning!("test hook: walk race: {e}");
+                            break;
+                        }
+                    }
+                }
+                crate::warning!(
+                    "test hook: walk race done: watched={wd} failed={failed} entries={entries:?}"
+                );
             } else {
                 crate::privsep::forge::send(&f, client.channel(), &self.prepared);
             }
         }
         let _ = self.forge.take();
     }
+}
+
+/// One Walk of `dir` (watch and list), as the worker's walk stage would send it.
+#[cfg(feature = "test-hooks")]
+fn walk_once(
+    client: &mut Client,
+    dir: &[u8],
+) -> Result<Vec<crate::privsep::protocol::Chunk>, crate::privsep::client::ClientError> {
+    client.walk_send(
+        vec![crate::privsep::protocol::RelPath(dir.to_vec())],
+        true,
+        true,
+        false,
+    )?;
+    let mut chunks = Vec::new();
+    client.walk_recv(|_, c| chunks.push(c))?;
+    Ok(chunks)
 }
 
 fn act(action: &str) {

@@ -138,7 +138,7 @@ fn a_path_argument_that_escapes_the_tree_is_refused() {
 
 #[test]
 fn a_handshake_with_another_version_is_refused() {
-    forged_request_is_refused("version", "protocol version 2, expected 1");
+    forged_request_is_refused("version", "protocol version 3, expected 2");
 }
 
 #[test]
@@ -173,6 +173,95 @@ fn a_watch_through_a_symlinked_directory_fails_without_following_it() {
         "{log}"
     );
     assert!(!log.contains("action=refused"), "{log}");
+    assert!(d.try_wait().is_none(), "the daemon must go on: {log}");
+    d.stop();
+}
+
+/// Inode numbers watched on the daemon's inotify instance, read from the worker's fdinfo.
+fn watched_inodes(worker: i32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{worker}/fd")).expect("worker's fd dir");
+    for fd in fds.flatten() {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        if link.to_string_lossy() != "anon_inode:inotify" {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{worker}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .expect("inotify fdinfo");
+        return info
+            .lines()
+            .filter_map(|l| l.strip_prefix("inotify wd:"))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ino:")))
+            .map(|h| u64::from_str_radix(h, 16).expect("hex inode"))
+            .collect();
+    }
+    panic!("no inotify fd in worker {worker}");
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_walks_is_never_followed() {
+    // The race the design names: a tenant swaps a directory for a symlink to the outside
+    // between the worker's look and the helper's act. A Walk opens each directory once without
+    // following links, watches it through that fd and lists the same fd, so whatever the
+    // timing, neither the watch nor the listing can land outside. The test swaps `flip`
+    // between a directory and a symlink to `outside` while the worker sends 3000 Walks of it.
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Scratch::new("forge-walk-race");
+    let outside = s.mkdir("outside");
+    std::fs::create_dir(outside.join("outside-secret")).unwrap();
+    let outside_ino = std::fs::metadata(&outside).unwrap().ino();
+    let flip = s.src().join("flip");
+    std::fs::create_dir(&flip).unwrap();
+    std::fs::create_dir(flip.join("inside-entry")).unwrap();
+    let parked = s.path("parked");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, flip, parked, outside) = (stop.clone(), flip.clone(), parked.clone(), outside);
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // directory -> symlink to the outside -> directory again
+                std::fs::rename(&flip, &parked).unwrap();
+                std::os::unix::fs::symlink(&outside, &flip).unwrap();
+                std::fs::remove_file(&flip).unwrap();
+                std::fs::rename(&parked, &flip).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut d = Daemon::start(
+        &s,
+        &rsyncdirect_args(&s, 0, &[]),
+        &[("CLSYNC_TEST_FORGE", "walk-race:3000")],
+    );
+    d.wait_log(START_TIMEOUT, "walk race done");
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("walk race done"))
+        .unwrap()
+        .to_string();
+    assert!(swaps > 10, "the swapper barely ran ({swaps} swaps): {line}");
+    // Both outcomes happened, so the race was really run: some walks found the directory and
+    // some met the symlink (ELOOP / ENOENT while it was parked).
+    assert!(!line.contains("watched=0 "), "{line}");
+    assert!(!line.contains("failed=0 "), "{line}");
+    assert!(line.contains("inside-entry"), "{line}");
+    assert!(
+        !line.contains("outside-secret"),
+        "listed the outside: {line}"
+    );
+    let watched = watched_inodes(d.worker().pid);
+    assert!(
+        !watched.contains(&outside_ino),
+        "the outside directory (ino {outside_ino}) is watched: {watched:?}"
+    );
     assert!(d.try_wait().is_none(), "the daemon must go on: {log}");
     d.stop();
 }

@@ -585,3 +585,41 @@ fn rules_keep_a_large_batch_exact_and_excluded_files_out() {
     let st = d.stop();
     assert!(st.success(), "{}", d.stderr());
 }
+
+#[test]
+fn a_directory_listing_larger_than_a_datagram_is_read_whole() {
+    // With rules the initial walk lists files too (to collect the excludes), and a directory of
+    // 3,000 long names (~200 KB of entries) comes back over several datagrams, next to many
+    // small directories packed into one: a lost or misplaced chunk would let a `secret` file
+    // through or leave a file or directory out.
+    let s = Scratch::new("walk-chunks");
+    let (src, dst) = (s.src(), s.dst());
+    let pad = "p".repeat(48);
+    create_dir(src.join("wide"), Attrs::new(0o755));
+    for i in 0..3000 {
+        let tail = if i % 7 == 3 { "secret" } else { "plain" };
+        file(src.join(format!("wide/{i:05}-{pad}-{tail}")), b"x\n");
+    }
+    for i in 0..300 {
+        create_dir(src.join(format!("small{i:03}")), Attrs::new(0o755));
+        file(src.join(format!("small{i:03}/{pad}-secret")), b"s\n");
+        file(src.join(format!("small{i:03}/{pad}-plain")), b"p\n");
+    }
+    let rules = s.path("rules");
+    fs::write(&rules, "-f.*-secret$\n").unwrap();
+    let mut d = Daemon::rsyncdirect(&s, 0, &["-R", rules.to_str().unwrap()]);
+    d.wait_ready();
+    let want: Vec<String> = snapshot(&src)
+        .keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.ends_with("-secret"))
+        .collect();
+    let got: Vec<String> = snapshot(&dst)
+        .keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(want.len(), 3000 - 428 + 300 * 2 + 1, "the fixture itself");
+    assert_eq!(got, want, "{}", d.stderr());
+    let st = d.stop();
+    assert!(st.success(), "{}", d.stderr());
+}

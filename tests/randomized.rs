@@ -13,8 +13,8 @@ mod props;
 use clsync_rs::handler::rsynclist::ListFlags;
 use clsync_rs::monitor::inotify::RawEvent;
 use clsync_rs::privsep::protocol::{
-    decode, encode, CallArgs, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath,
-    Reply, Request, StatResult, Status, SyncType, WatchResult,
+    decode, encode, CallArgs, Chunk, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind,
+    RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult,
 };
 use props::*;
 
@@ -130,14 +130,14 @@ fn request(r: &mut Rng) -> Request {
         0 => Request::Hello {
             version: r.edgy_u64() as u32,
         },
-        1 => Request::Watch { dirs: relpaths(r) },
-        2 => Request::Unwatch {
-            wds: (0..r.below(6)).map(|_| r.edgy_i32()).collect(),
-        },
-        3 => Request::Scan {
+        1 | 3 => Request::Walk {
             dirs: relpaths(r),
+            watch: r.one_in(2),
             files: r.one_in(2),
             stat: r.one_in(2),
+        },
+        2 => Request::Unwatch {
+            wds: (0..r.below(6)).map(|_| r.edgy_i32()).collect(),
         },
         4 => Request::Stat { paths: relpaths(r) },
         5 => Request::Exec {
@@ -194,31 +194,29 @@ fn reply(r: &mut Rng) -> Reply {
         0 => Reply::Hello {
             version: r.edgy_u64() as u32,
         },
-        1 => Reply::Watched {
-            results: (0..r.below(6))
-                .map(|_| {
-                    if r.one_in(2) {
-                        WatchResult::Wd(r.edgy_i32())
-                    } else {
-                        WatchResult::Errno(r.edgy_i32())
-                    }
+        1 | 3 => Reply::Walked {
+            chunks: (0..r.below(4))
+                .map(|_| Chunk {
+                    dir: r.edgy_u64() as u32,
+                    watch: match r.below(3) {
+                        0 => None,
+                        1 => Some(WatchResult::Wd(r.edgy_i32())),
+                        _ => Some(WatchResult::Errno(r.edgy_i32())),
+                    },
+                    entries: (0..r.below(5))
+                        .map(|_| Entry {
+                            name: name(r),
+                            kind: kind(r),
+                            size: r.edgy_u64(),
+                            dev: r.edgy_u64(),
+                        })
+                        .collect(),
+                    last: r.one_in(2),
+                    errno: r.edgy_i32(),
                 })
                 .collect(),
         },
         2 => Reply::Unwatched,
-        3 => Reply::Entries {
-            dir: r.edgy_u64() as u32,
-            entries: (0..r.below(5))
-                .map(|_| Entry {
-                    name: name(r),
-                    kind: kind(r),
-                    size: r.edgy_u64(),
-                    dev: r.edgy_u64(),
-                })
-                .collect(),
-            last: r.one_in(2),
-            errno: r.edgy_i32(),
-        },
         4 => Reply::Stats {
             results: (0..r.below(6))
                 .map(|_| {

@@ -3,11 +3,11 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::privsep::protocol::{
-    CallArgs, Channel, Entry, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath,
-    Reply, Request, StatResult, WatchResult, MAX_DATAGRAM, VERSION,
+    CallArgs, Channel, Chunk, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath,
+    Reply, Request, StatResult, MAX_DATAGRAM, VERSION,
 };
 
 /// Room a path takes in a batched request (postcard: length varint + bytes), with slack.
@@ -49,6 +49,8 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     chan: Channel,
     exits: VecDeque<(u64, ExitStatus)>,
+    /// Walks sent and not yet received: (directories, watch asked).
+    walks: VecDeque<(usize, bool)>,
 }
 
 impl Client {
@@ -56,6 +58,7 @@ impl Client {
         Client {
             chan,
             exits: VecDeque::new(),
+            walks: VecDeque::new(),
         }
     }
 
@@ -72,6 +75,17 @@ impl Client {
             Reply::Hello { .. } => Err(ClientError::Unexpected("Hello with another version")),
             _ => Err(ClientError::Unexpected("not Hello")),
         }
+    }
+
+    /// Sends a request that expects a reply: replies come in order, so none may be asked while
+    /// a Walk's answer is still on the way.
+    fn ask(&mut self, r: &Request, fds: &[RawFd]) -> Result<()> {
+        if !self.walks.is_empty() {
+            return Err(ClientError::Unexpected(
+                "a request while a Walk is in flight",
+            ));
+        }
+        Ok(self.chan.send(r, fds)?)
     }
 
     /// Next reply that is not an `Exited` (those are queued for [`Client::take_exits`]).
@@ -103,51 +117,68 @@ impl Client {
         self.exits.drain(..).collect()
     }
 
-    pub fn watch(&mut self, dirs: Vec<RelPath>) -> Result<Vec<WatchResult>> {
-        let n = dirs.len();
-        self.chan.send(&Request::Watch { dirs }, &[])?;
-        match self.next()? {
-            Reply::Watched { results } if results.len() == n => Ok(results),
-            _ => Err(ClientError::Unexpected("Watch")),
-        }
-    }
-
     pub fn unwatch(&mut self, wds: Vec<i32>) -> Result<()> {
         if wds.is_empty() {
             return Ok(());
         }
-        self.chan.send(&Request::Unwatch { wds }, &[])?;
+        self.ask(&Request::Unwatch { wds }, &[])?;
         match self.next()? {
             Reply::Unwatched => Ok(()),
             _ => Err(ClientError::Unexpected("Unwatch")),
         }
     }
 
-    /// Scans `dirs`, calling `each(dir_index, entries, errno)` per streamed chunk.
-    pub fn scan(
+    /// Sends a Walk of `dirs` (see [`Request::Walk`]); its answer is read by
+    /// [`Client::walk_recv`], in the order the walks were sent. Several may be in flight, so the
+    /// helper reads the next batch while the worker takes in the last one; no other request
+    /// may be made until every walk sent has been received.
+    pub fn walk_send(
         &mut self,
         dirs: Vec<RelPath>,
+        watch: bool,
         files: bool,
         stat: bool,
-        mut each: impl FnMut(usize, Vec<Entry>, i32),
     ) -> Result<()> {
         let n = dirs.len();
-        self.chan.send(&Request::Scan { dirs, files, stat }, &[])?;
+        self.chan.send(
+            &Request::Walk {
+                dirs,
+                watch,
+                files,
+                stat,
+            },
+            &[],
+        )?;
+        self.walks.push_back((n, watch));
+        Ok(())
+    }
+
+    /// Receives the oldest Walk in flight, calling `each(dir_index, chunk)` per chunk, in order.
+    /// A reply out of order, a watch result missing or unasked, or a chunk beyond the
+    /// request's directories is a protocol error.
+    pub fn walk_recv(&mut self, mut each: impl FnMut(usize, Chunk)) -> Result<()> {
+        let Some((n, watch)) = self.walks.pop_front() else {
+            return Err(ClientError::Unexpected("Walk receive without a Walk sent"));
+        };
+        let bad = ClientError::Unexpected("Walked");
         let mut done = 0;
+        let mut first = true;
         while done < n {
-            match self.next()? {
-                Reply::Entries {
-                    dir,
-                    entries,
-                    last,
-                    errno,
-                } if (dir as usize) == done => {
-                    each(done, entries, errno);
-                    if last {
-                        done += 1;
-                    }
+            let Reply::Walked { chunks } = self.next()? else {
+                return Err(bad);
+            };
+            if chunks.is_empty() {
+                return Err(bad);
+            }
+            for c in chunks {
+                if done >= n || c.dir as usize != done || c.watch.is_some() != (watch && first) {
+                    return Err(bad);
                 }
-                _ => return Err(ClientError::Unexpected("Scan")),
+                first = c.last;
+                if c.last {
+                    done += 1;
+                }
+                each(c.dir as usize, c);
             }
         }
         Ok(())
@@ -158,7 +189,7 @@ impl Client {
         if n == 0 {
             return Ok(vec![]);
         }
-        self.chan.send(&Request::Stat { paths }, &[])?;
+        self.ask(&Request::Stat { paths }, &[])?;
         match self.next()? {
             Reply::Stats { results } if results.len() == n => Ok(results),
             _ => Err(ClientError::Unexpected("Stat")),
@@ -185,7 +216,7 @@ impl Client {
     ) -> Result<i32> {
         let kinds: Vec<ListKind> = lists.iter().map(|(k, _)| *k).collect();
         let fds: Vec<_> = lists.iter().map(|(_, f)| f.as_raw_fd()).collect();
-        self.chan.send(
+        self.ask(
             &Request::Exec {
                 job,
                 handler,
@@ -204,7 +235,7 @@ impl Client {
 
     /// The rules file's content as the helper reads it now: Ok(Err(errno)) if it cannot.
     pub fn read_rules(&mut self) -> Result<std::result::Result<Vec<u8>, i32>> {
-        self.chan.send(&Request::ReadRules, &[])?;
+        self.ask(&Request::ReadRules, &[])?;
         match self.next()? {
             Reply::Rules { errno: 0, text } => Ok(Ok(text)),
             Reply::Rules { errno, .. } => Ok(Err(errno)),
@@ -214,7 +245,7 @@ impl Client {
 
     /// Whether the --standby-file exists now.
     pub fn standby(&mut self) -> Result<bool> {
-        self.chan.send(&Request::Standby, &[])?;
+        self.ask(&Request::Standby, &[])?;
         match self.next()? {
             Reply::Standby { on } => Ok(on),
             _ => Err(ClientError::Unexpected("Standby")),
@@ -233,5 +264,120 @@ impl Client {
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.chan.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privsep::protocol::{Entry, Kind, WatchResult};
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    fn pair() -> (Client, Channel) {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        (Client::new(Channel::new(a)), Channel::new(b))
+    }
+
+    fn chunk(dir: u32, watch: Option<i32>, names: &[&str], last: bool) -> Chunk {
+        Chunk {
+            dir,
+            watch: watch.map(WatchResult::Wd),
+            entries: names
+                .iter()
+                .map(|n| Entry {
+                    name: n.as_bytes().to_vec(),
+                    kind: Kind::Dir,
+                    size: 0,
+                    dev: 0,
+                })
+                .collect(),
+            last,
+            errno: 0,
+        }
+    }
+
+    fn walk(replies: Vec<Vec<Chunk>>) -> Result<Vec<(usize, Vec<u8>)>> {
+        let (mut c, helper) = pair();
+        c.walk_send(
+            vec![RelPath::root(), RelPath(b"a".to_vec())],
+            true,
+            false,
+            false,
+        )?;
+        for chunks in replies {
+            helper.send(&Reply::Walked { chunks }, &[]).unwrap();
+        }
+        let mut got = Vec::new();
+        c.walk_recv(|i, ch| {
+            for e in ch.entries {
+                got.push((i, e.name));
+            }
+        })?;
+        Ok(got)
+    }
+
+    #[test]
+    fn walk_answers_split_over_datagrams_are_joined_in_order() {
+        let got = walk(vec![
+            vec![chunk(0, Some(1), &["x"], false)],
+            vec![chunk(0, None, &["y"], true), chunk(1, Some(2), &[], false)],
+            vec![chunk(1, None, &["z"], true)],
+        ])
+        .unwrap();
+        let want = vec![(0, b"x".to_vec()), (0, b"y".to_vec()), (1, b"z".to_vec())];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn walk_answers_out_of_order_or_inconsistent_are_errors() {
+        let bad = [
+            // directory 1 before 0 is closed
+            vec![vec![
+                chunk(0, Some(1), &[], false),
+                chunk(1, Some(2), &[], true),
+            ]],
+            // no watch result although one was asked
+            vec![vec![
+                chunk(0, None, &[], true),
+                chunk(1, Some(2), &[], true),
+            ]],
+            // a watch result on a continuation chunk
+            vec![vec![
+                chunk(0, Some(1), &[], false),
+                chunk(0, Some(1), &[], true),
+            ]],
+            // a chunk beyond the request's directories
+            vec![vec![
+                chunk(0, Some(1), &[], true),
+                chunk(1, Some(2), &[], true),
+                chunk(2, Some(3), &[], true),
+            ]],
+            // an empty datagram
+            vec![vec![]],
+        ];
+        for replies in bad {
+            let what = format!("{replies:?}");
+            assert!(
+                matches!(walk(replies), Err(ClientError::Unexpected(_))),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_other_request_while_a_walk_is_in_flight() {
+        let (mut c, _helper) = pair();
+        c.walk_send(vec![RelPath::root()], false, false, false)
+            .unwrap();
+        assert!(matches!(
+            c.stat(vec![RelPath::root()]),
+            Err(ClientError::Unexpected(_))
+        ));
     }
 }

@@ -68,20 +68,27 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             _ => return,
         },
         "watch-dotdot" => chan.send(
-            &Request::Watch {
+            &Request::Walk {
                 dirs: vec![RelPath(b"../..".to_vec())],
+                watch: true,
+                files: false,
+                stat: false,
             },
             &[],
         ),
         "watch-absolute" => chan.send(
-            &Request::Watch {
+            &Request::Walk {
                 dirs: vec![RelPath(b"/etc".to_vec())],
+                watch: true,
+                files: false,
+                stat: false,
             },
             &[],
         ),
         "scan-dotdot" => chan.send(
-            &Request::Scan {
+            &Request::Walk {
                 dirs: vec![RelPath(b"a/../../x".to_vec())],
+                watch: false,
                 files: true,
                 stat: true,
             },

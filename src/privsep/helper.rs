@@ -30,8 +30,9 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 use crate::handler::template::path_arg;
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    CallArgs, Channel, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError, RelPath,
-    Reply, Request, StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
+    CallArgs, Channel, Chunk, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError,
+    RelPath, Reply, Request, StatResult, WatchResult, CHUNK_OVERHEAD, MAX_BATCH, MAX_DATAGRAM,
+    VERSION,
 };
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
@@ -257,6 +258,35 @@ fn resolve(root: &OwnedFd, path: &RelPath, flags: OFlag) -> Result<OwnedFd, Errn
     }
 }
 
+/// Budget of one `Walked` datagram (the encoding's worst case is bounded by
+/// [`Entry::wire_size`] and [`CHUNK_OVERHEAD`]).
+const PACK_BUDGET: usize = MAX_DATAGRAM - 1024;
+
+/// Chunks of a Walk waiting to go out in one datagram.
+#[derive(Default)]
+struct Packer {
+    chunks: Vec<Chunk>,
+    /// Bound of the encoded size of `chunks`.
+    bytes: usize,
+    /// Bound of the entries gathered for the current directory, not yet in a chunk.
+    pending: usize,
+}
+
+/// The directory a Walk is reading: its index, watch result (sent with its first chunk) and the
+/// entries not yet in a chunk.
+struct DirOut {
+    idx: u32,
+    wd: Option<WatchResult>,
+    batch: Vec<Entry>,
+}
+
+impl Packer {
+    fn push(&mut self, c: Chunk) {
+        self.bytes += CHUNK_OVERHEAD + c.entries.iter().map(Entry::wire_size).sum::<usize>();
+        self.chunks.push(c);
+    }
+}
+
 fn kind_of(mode: u32) -> Kind {
     match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFREG => Kind::File,
@@ -340,10 +370,22 @@ impl Helper {
     fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Result<Option<End>, String> {
         match req {
             Request::Hello { .. } => Err("second handshake".into()),
-            Request::Watch { dirs } => {
+            Request::Walk {
+                dirs,
+                watch,
+                files,
+                stat,
+            } => {
                 check_paths(&dirs)?;
-                let results = dirs.iter().map(|d| self.watch(d)).collect();
-                self.send(&Reply::Watched { results })
+                let mut out = Packer::default();
+                for (i, d) in dirs.iter().enumerate() {
+                    if let Some(end) = self.walk_dir(&mut out, i as u32, d, watch, files, stat)? {
+                        return Ok(Some(end));
+                    }
+                }
+                self.send(&Reply::Walked {
+                    chunks: std::mem::take(&mut out.chunks),
+                })
             }
             Request::Unwatch { wds } => {
                 for wd in wds {
@@ -351,15 +393,6 @@ impl Helper {
                     let _ = sys::inotify_rm_watch(&self.s.inotify, wd);
                 }
                 self.send(&Reply::Unwatched)
-            }
-            Request::Scan { dirs, files, stat } => {
-                check_paths(&dirs)?;
-                for (i, d) in dirs.iter().enumerate() {
-                    if let Some(end) = self.scan(i as u32, d, files, stat)? {
-                        return Ok(Some(end));
-                    }
-                }
-                Ok(None)
             }
             Request::Stat { paths } => {
                 check_paths(&paths)?;
@@ -452,30 +485,6 @@ impl Helper {
         }
     }
 
-    fn watch(&self, dir: &RelPath) -> WatchResult {
-        let fd = match resolve(&self.s.root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(fd) => fd,
-            Err(e) => {
-                crate::log::audit(
-                    "watch-failed",
-                    audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
-                );
-                return WatchResult::Errno(e as i32);
-            }
-        };
-        let link = proc_fd_path(fd.as_raw_fd());
-        match sys::inotify_add_watch(&self.s.inotify, &link, WATCH_MASK) {
-            Ok(wd) => WatchResult::Wd(wd),
-            Err(e) => {
-                crate::log::audit(
-                    "watch-failed",
-                    audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
-                );
-                WatchResult::Errno(e as i32)
-            }
-        }
-    }
-
     fn stat(&self, p: &RelPath) -> StatResult {
         match resolve(&self.s.root, p, OFlag::O_PATH).and_then(fstat) {
             Ok(st) => StatResult::Found {
@@ -488,42 +497,82 @@ impl Helper {
         }
     }
 
-    fn scan(
+    /// Watches (if asked) and lists one directory of a Walk through a single fd: opened beneath
+    /// the root without following any link, watched through `/proc/self/fd/N` (so a directory
+    /// swapped for a symlink is never followed), then read. Full datagrams go out as they fill.
+    fn walk_dir(
         &self,
+        out: &mut Packer,
         idx: u32,
         dir: &RelPath,
+        watch: bool,
         files: bool,
         stat: bool,
     ) -> Result<Option<End>, String> {
+        let failed = |out: &mut Packer, e: Errno| {
+            if watch {
+                crate::log::audit(
+                    "watch-failed",
+                    audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
+                );
+            }
+            out.push(Chunk {
+                dir: idx,
+                watch: watch.then_some(WatchResult::Errno(e as i32)),
+                entries: Vec::new(),
+                last: true,
+                errno: e as i32,
+            });
+        };
         let fd = match resolve(&self.s.root, dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
             Ok(fd) => fd,
             Err(e) => {
-                return self.send(&Reply::Entries {
-                    dir: idx,
-                    entries: vec![],
-                    last: true,
-                    errno: e as i32,
-                })
+                failed(out, e);
+                return self.flush_full(out);
             }
         };
-        let dfd = match fd.try_clone() {
-            Ok(d) => d,
-            Err(e) => return Err(format!("dup: {e}")),
-        };
+        let mut wd = None;
+        if watch {
+            let link = proc_fd_path(fd.as_raw_fd());
+            wd = Some(
+                match sys::inotify_add_watch(&self.s.inotify, &link, WATCH_MASK) {
+                    Ok(wd) => WatchResult::Wd(wd),
+                    Err(e) => {
+                        crate::log::audit(
+                            "watch-failed",
+                            audit_fields!["path" => lossy(dir), "errno" => format!("{e:?}")],
+                        );
+                        WatchResult::Errno(e as i32)
+                    }
+                },
+            );
+        }
         let mut d = match nix::dir::Dir::from_fd(fd) {
             Ok(d) => d,
             Err(e) => {
-                return self.send(&Reply::Entries {
+                out.push(Chunk {
                     dir: idx,
-                    entries: vec![],
+                    watch: wd,
+                    entries: Vec::new(),
                     last: true,
                     errno: e as i32,
-                })
+                });
+                return self.flush_full(out);
             }
         };
-        let mut batch: Vec<Entry> = Vec::new();
-        let mut bytes = 0usize;
-        let budget = MAX_DATAGRAM - 1024;
+        // With `stat`, a second fd to lstat through while the first is being read.
+        let dfd = match stat.then(|| d.as_fd().try_clone_to_owned()).transpose() {
+            Ok(fd) => fd,
+            Err(e) => return Err(format!("dup: {e}")),
+        };
+        let mut w = DirOut {
+            idx,
+            wd,
+            batch: Vec::new(),
+        };
+        // Names whose type getdents did not tell (file systems without d_type): lstat'ed
+        // after the read, through the directory's own fd.
+        let mut untyped: Vec<Vec<u8>> = Vec::new();
         let mut errno = 0;
         for ent in d.iter() {
             let ent = match ent {
@@ -538,56 +587,101 @@ impl Helper {
                 continue;
             }
             use nix::dir::Type;
-            let mut kind = match ent.file_type() {
-                Some(Type::Directory) => Some(Kind::Dir),
-                Some(Type::File) => Some(Kind::File),
-                Some(Type::Symlink) => Some(Kind::Symlink),
-                Some(_) => Some(Kind::Other),
-                None => None,
+            let kind = match ent.file_type() {
+                Some(Type::Directory) => Kind::Dir,
+                Some(Type::File) => Kind::File,
+                Some(Type::Symlink) => Kind::Symlink,
+                Some(_) => Kind::Other,
+                None => {
+                    untyped.push(name.to_vec());
+                    continue;
+                }
             };
-            if !files && kind.is_some() && kind != Some(Kind::Dir) {
+            if !files && kind != Kind::Dir {
                 continue;
             }
             let (mut size, mut dev) = (0, 0);
-            if stat || kind.is_none() {
-                match fstatat(&dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            if let Some(dfd) = &dfd {
+                match fstatat(dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => {
-                        kind = Some(kind_of(st.st_mode));
                         size = st.st_size.max(0) as u64;
                         dev = st.st_dev;
                     }
                     Err(_) => continue, // vanished meanwhile: its delete event follows
                 }
             }
-            let kind = kind.unwrap_or(Kind::Other);
-            if !files && kind != Kind::Dir {
-                continue;
-            }
-            bytes += name.len() + 24;
-            batch.push(Entry {
+            let e = Entry {
                 name: name.to_vec(),
                 kind,
                 size,
                 dev,
-            });
-            if bytes >= budget {
-                let entries = std::mem::take(&mut batch);
-                bytes = 0;
-                if let Some(end) = self.send(&Reply::Entries {
-                    dir: idx,
-                    entries,
-                    last: false,
-                    errno: 0,
-                })? {
-                    return Ok(Some(end));
-                }
+            };
+            if let Some(end) = self.add_entry(out, &mut w, e)? {
+                return Ok(Some(end));
             }
         }
-        self.send(&Reply::Entries {
+        for name in untyped {
+            let Ok(st) = fstatat(&d, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue; // vanished meanwhile
+            };
+            let kind = kind_of(st.st_mode);
+            if !files && kind != Kind::Dir {
+                continue;
+            }
+            let e = Entry {
+                name,
+                kind,
+                size: if stat { st.st_size.max(0) as u64 } else { 0 },
+                dev: if stat { st.st_dev } else { 0 },
+            };
+            if let Some(end) = self.add_entry(out, &mut w, e)? {
+                return Ok(Some(end));
+            }
+        }
+        out.pending = 0;
+        out.push(Chunk {
             dir: idx,
-            entries: batch,
+            watch: w.wd,
+            entries: w.batch,
             last: true,
             errno,
+        });
+        self.flush_full(out)
+    }
+
+    /// Adds one entry of the directory being read, first sending the datagram if it is full.
+    fn add_entry(&self, out: &mut Packer, w: &mut DirOut, e: Entry) -> Result<Option<End>, String> {
+        if out.bytes + CHUNK_OVERHEAD * 2 + out.pending + e.wire_size() > PACK_BUDGET {
+            // Close this datagram with what the directory has so far.
+            out.push(Chunk {
+                dir: w.idx,
+                watch: w.wd.take(),
+                entries: std::mem::take(&mut w.batch),
+                last: false,
+                errno: 0,
+            });
+            out.pending = 0;
+            if let Some(end) = self.flush(out)? {
+                return Ok(Some(end));
+            }
+        }
+        out.pending += e.wire_size();
+        w.batch.push(e);
+        Ok(None)
+    }
+
+    /// Sends the packed chunks if another small chunk might not fit.
+    fn flush_full(&self, out: &mut Packer) -> Result<Option<End>, String> {
+        if out.bytes + CHUNK_OVERHEAD * 2 > PACK_BUDGET {
+            return self.flush(out);
+        }
+        Ok(None)
+    }
+
+    fn flush(&self, out: &mut Packer) -> Result<Option<End>, String> {
+        out.bytes = 0;
+        self.send(&Reply::Walked {
+            chunks: std::mem::take(&mut out.chunks),
         })
     }
 
@@ -1039,9 +1133,8 @@ fn lossy(p: &RelPath) -> String {
 fn name(r: &Request) -> &'static str {
     match r {
         Request::Hello { .. } => "Hello",
-        Request::Watch { .. } => "Watch",
+        Request::Walk { .. } => "Walk",
         Request::Unwatch { .. } => "Unwatch",
-        Request::Scan { .. } => "Scan",
         Request::Stat { .. } => "Stat",
         Request::Exec { .. } => "Exec",
         Request::Kill { .. } => "Kill",

@@ -23,10 +23,10 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Protocol version; both sides must agree exactly.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Hard cap on one datagram. Socket buffers are raised to hold a few of these.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
-/// Most paths in one batched request (Watch, Stat): their replies must fit a datagram too.
+/// Most paths in one batched request (Walk, Stat): their replies must fit a datagram too.
 pub const MAX_BATCH: usize = 1024;
 /// Most fds one message may carry (an include and an exclude list).
 pub const MAX_FDS: usize = 2;
@@ -121,11 +121,34 @@ pub enum StatResult {
     Errno(i32),
 }
 
-/// Result of one directory in a [`Request::Watch`] batch.
+/// Result of the watch of one directory in a [`Request::Walk`] batch.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchResult {
     Wd(i32),
     Errno(i32),
+}
+
+/// Part of the answer to a [`Request::Walk`] for `dirs[dir]`. A directory's chunks are
+/// consecutive; the first carries the watch result (when one was asked for), the one with `last`
+/// closes it, and `errno` != 0 there means the directory could not be opened or read.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub dir: u32,
+    pub watch: Option<WatchResult>,
+    pub entries: Vec<Entry>,
+    pub last: bool,
+    pub errno: i32,
+}
+
+/// Encoded size of a chunk without its entries, with slack (postcard varints).
+pub const CHUNK_OVERHEAD: usize = 24;
+
+impl Entry {
+    /// Upper bound of the entry's encoded size (postcard: name length varint + name, kind,
+    /// two u64 varints).
+    pub fn wire_size(&self) -> usize {
+        self.name.len() + 24
+    }
 }
 
 /// The list files a handler template may take, in the order the template names them.
@@ -226,18 +249,19 @@ pub enum Request {
     Hello {
         version: u32,
     },
-    /// Add inotify watches (on the shared inotify instance) for these directories.
-    Watch {
+    /// Open each directory once beneath the root, add an inotify watch through that fd (if
+    /// `watch`: on the shared inotify instance, before reading, so nothing created meanwhile is
+    /// missed) and list it (only subdirectories unless `files`; lstat size and device if
+    /// `stat`). Answered by `Walked` datagrams, each packing chunks of many directories in
+    /// order; the chunk with `last` closes a directory.
+    Walk {
         dirs: Vec<RelPath>,
+        watch: bool,
+        files: bool,
+        stat: bool,
     },
     Unwatch {
         wds: Vec<i32>,
-    },
-    /// List these directories; streamed back as `Entries` datagrams, `last` closing each dir.
-    Scan {
-        dirs: Vec<RelPath>,
-        files: bool,
-        stat: bool,
     },
     /// lstat these paths (for the big-file queue and the rules' file type).
     Stat {
@@ -276,17 +300,11 @@ pub enum Reply {
     Hello {
         version: u32,
     },
-    Watched {
-        results: Vec<WatchResult>,
+    /// The next chunks of the current Walk, in directory order.
+    Walked {
+        chunks: Vec<Chunk>,
     },
     Unwatched,
-    /// Entries of `dirs[dir]` of the current Scan. `errno` != 0: the directory could not be read.
-    Entries {
-        dir: u32,
-        entries: Vec<Entry>,
-        last: bool,
-        errno: i32,
-    },
     Stats {
         results: Vec<StatResult>,
     },
@@ -548,15 +566,13 @@ mod tests {
     fn roundtrip_every_request() {
         let reqs = vec![
             Request::Hello { version: VERSION },
-            Request::Watch {
+            Request::Walk {
                 dirs: vec![RelPath::root(), RelPath(b"a/b".to_vec())],
-            },
-            Request::Unwatch { wds: vec![1, 2, 3] },
-            Request::Scan {
-                dirs: vec![RelPath(b"x".to_vec())],
+                watch: true,
                 files: true,
                 stat: false,
             },
+            Request::Unwatch { wds: vec![1, 2, 3] },
             Request::Stat {
                 paths: vec![RelPath(b"x/y".to_vec())],
             },
@@ -587,8 +603,11 @@ mod tests {
 
     #[test]
     fn decoding_is_total_on_garbage_and_truncation() {
-        let full = encode(&Request::Watch {
+        let full = encode(&Request::Walk {
             dirs: vec![RelPath(b"abc/def".to_vec()); 10],
+            watch: true,
+            files: false,
+            stat: false,
         })
         .unwrap();
         for cut in 0..full.len() {
@@ -618,17 +637,36 @@ mod tests {
 
     #[test]
     fn huge_length_prefix_is_an_error_not_an_allocation() {
-        // Variant 1 (Watch), then a sequence length of u32::MAX as a varint, then nothing.
+        // Variant 1 (Walk), then a sequence length of u32::MAX as a varint, then nothing.
         let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(decode::<Request>(&bytes).is_err());
     }
 
     #[test]
     fn worst_case_batch_replies_fit_a_datagram() {
-        let w = Reply::Watched {
-            results: vec![WatchResult::Errno(i32::MIN); MAX_BATCH],
+        // A Walk of MAX_BATCH unreadable directories: one chunk each, in one datagram.
+        let w = Reply::Walked {
+            chunks: vec![
+                Chunk {
+                    dir: u32::MAX,
+                    watch: Some(WatchResult::Errno(i32::MIN)),
+                    entries: vec![],
+                    last: true,
+                    errno: i32::MIN,
+                };
+                MAX_BATCH
+            ],
         };
-        assert!(encode(&w).is_ok());
+        let len = encode(&w).unwrap().len();
+        assert!(len <= MAX_BATCH * CHUNK_OVERHEAD, "{len}");
+        // Entries within their declared bound.
+        let e = Entry {
+            name: vec![b'x'; 255],
+            kind: Kind::Other,
+            size: u64::MAX,
+            dev: u64::MAX,
+        };
+        assert!(encode(&e).unwrap().len() <= e.wire_size());
         let s = Reply::Stats {
             results: vec![
                 StatResult::Found {

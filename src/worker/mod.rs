@@ -48,7 +48,7 @@ use crate::testhooks::TestHooks;
 
 /// Exit status when the helper ended unexpectedly.
 pub const EXIT_HELPER_GONE: i32 = 70;
-/// Most paths per Watch/Scan/Stat batch (the byte budget usually binds first).
+/// Most paths per Walk/Stat batch (the byte budget usually binds first).
 const MAX_BATCH_DIRS: usize = crate::privsep::protocol::MAX_BATCH;
 
 /// Fds and facts the worker was handed by the spawn step.

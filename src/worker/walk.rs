@@ -1,59 +1,67 @@
 //! Stage 1: walking the tree through the helper (start, new directories, rescans): batched
-//! Watch and Scan requests, the rules deciding what is walked, watched, synced or excluded.
+//! Walk requests (watch + list each directory through one fd), two in flight, the rules deciding
+//! what is walked, watched, synced or excluded.
 #![forbid(unsafe_code)]
 
 use super::*;
+
+/// Walk requests the worker keeps in flight: two lets the helper read one batch while the worker
+/// takes in the other (the two run on different cores); more would only queue in the socket.
+const WALKS_IN_FLIGHT: usize = 2;
 
 impl Worker {
     // ---- stage 1: walking (initial, new directories, rescans) ----
 
     /// Watches and lists the directories in `start` and everything below them that the rules
-    /// let us walk, in batches: one Watch and one Scan request per batch of directories.
+    /// let us walk, in batches of directories: one Walk request per batch, [`WALKS_IN_FLIGHT`]
+    /// of them at once so the helper reads the next batch while this one is taken in.
     pub(super) fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
         let need_files = (!self.rules.is_empty() && !mode.full) || mode.nodes.is_some();
         let one_fs = self.cfg.one_file_system;
         let mut todo: VecDeque<NodeId> = start.into();
-        while !todo.is_empty() {
-            let mut ids = Vec::new();
-            let mut paths = Vec::new();
-            let mut cost = 0;
-            while let Some(&id) = todo.front() {
-                if !self.tree.exists(id) {
-                    todo.pop_front();
-                    continue;
-                }
-                let p = self.tree.path(id);
-                cost += path_cost(&p);
-                if !ids.is_empty() && (cost > BATCH_BYTES || ids.len() >= MAX_BATCH_DIRS) {
+        let mut in_flight: VecDeque<(Vec<NodeId>, Vec<RelPath>)> = VecDeque::new();
+        // Watches of subtrees found gone by a prune, dropped once no Walk is in flight.
+        let mut unwatch = Vec::new();
+        loop {
+            while in_flight.len() < WALKS_IN_FLIGHT {
+                let (ids, paths) = self.next_batch(&mut todo);
+                if ids.is_empty() {
                     break;
                 }
-                todo.pop_front();
-                ids.push(id);
-                paths.push(p);
+                self.client
+                    .walk_send(paths.clone(), mode.watch, need_files, one_fs)?;
+                in_flight.push_back((ids, paths));
             }
-            if mode.watch {
-                let results = self.client.watch(paths.clone())?;
-                for (i, r) in results.into_iter().enumerate() {
-                    match r {
-                        WatchResult::Wd(wd) => {
-                            crate::debug!(3, "watch {:?} = wd {wd}", paths[i]);
-                            self.tree.set_wd(ids[i], wd);
-                        }
-                        WatchResult::Errno(e) => self.watch_failed(ids[i], &paths[i], e),
+            let Some((ids, paths)) = in_flight.pop_front() else {
+                break;
+            };
+            let mut found: Vec<(usize, Vec<crate::privsep::protocol::Entry>)> = Vec::new();
+            let mut watched: Vec<(usize, WatchResult)> = Vec::new();
+            self.client.walk_recv(|i, chunk| {
+                if let Some(w) = chunk.watch {
+                    watched.push((i, w));
+                }
+                let errno = chunk.errno;
+                if errno != 0 && errno != libc::ENOENT && errno != libc::ENOTDIR {
+                    crate::warning!("cannot list {:?}: {}", paths[i], Errno::from_raw(errno));
+                }
+                found.push((i, chunk.entries));
+            })?;
+            for (i, r) in watched {
+                match r {
+                    WatchResult::Wd(wd) => {
+                        crate::debug!(3, "watch {:?} = wd {wd}", paths[i]);
+                        self.tree.set_wd(ids[i], wd);
                     }
+                    WatchResult::Errno(e) => self.watch_failed(ids[i], &paths[i], e),
                 }
             }
-            let mut found: Vec<(usize, Vec<crate::privsep::protocol::Entry>)> = Vec::new();
-            self.client
-                .scan(paths.clone(), need_files, one_fs, |i, entries, errno| {
-                    if errno != 0 && errno != libc::ENOENT && errno != libc::ENOTDIR {
-                        crate::warning!("cannot list {:?}: {}", paths[i], Errno::from_raw(errno));
-                    }
-                    found.push((i, entries));
-                })?;
             let mut seen: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
             for (i, entries) in found {
                 let id = ids[i];
+                if !self.tree.exists(id) {
+                    continue; // its watch failed: gone or replaced meanwhile
+                }
                 for e in entries {
                     let rel = || paths[i].join(&e.name);
                     if e.kind == Kind::Dir {
@@ -100,6 +108,9 @@ impl Worker {
             }
             if mode.prune {
                 for (i, &id) in ids.iter().enumerate() {
+                    if !self.tree.exists(id) {
+                        continue;
+                    }
                     let names = seen.remove(&i).unwrap_or_default();
                     for child in self.tree.children(id) {
                         let gone = {
@@ -113,14 +124,35 @@ impl Worker {
                             !names.contains(&name)
                         };
                         if gone {
-                            let wds = self.tree.remove(child);
-                            self.client.unwatch(wds)?;
+                            unwatch.extend(self.tree.remove(child));
                         }
                     }
                 }
             }
         }
-        Ok(())
+        self.client.unwatch(unwatch)
+    }
+
+    /// The next batch of `todo` (directories still in the tree), within a request's limits.
+    fn next_batch(&self, todo: &mut VecDeque<NodeId>) -> (Vec<NodeId>, Vec<RelPath>) {
+        let mut ids = Vec::new();
+        let mut paths = Vec::new();
+        let mut cost = 0;
+        while let Some(&id) = todo.front() {
+            if !self.tree.exists(id) {
+                todo.pop_front();
+                continue;
+            }
+            let p = self.tree.path(id);
+            cost += path_cost(&p);
+            if !ids.is_empty() && (cost > BATCH_BYTES || ids.len() >= MAX_BATCH_DIRS) {
+                break;
+            }
+            todo.pop_front();
+            ids.push(id);
+            paths.push(p);
+        }
+        (ids, paths)
     }
 
     pub(super) fn watch_failed(&mut self, id: NodeId, path: &RelPath, errno: i32) {

@@ -17,8 +17,9 @@ use clsync_rs::cli::parse_num;
 use clsync_rs::handler::rsynclist::{ListFlags, RsyncLists};
 use clsync_rs::monitor::inotify::{events, RawEvent};
 use clsync_rs::privsep::protocol::{
-    decode, encode, CallArgs, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError,
-    RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult, MAX_DATAGRAM, VERSION,
+    decode, encode, CallArgs, Chunk, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind,
+    ProtoError, RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult, MAX_DATAGRAM,
+    VERSION,
 };
 use clsync_rs::rules::{ObjKind, Rules, ALL, MONITOR, SYNC, WALK};
 use clsync_rs::sandbox::caps::parse_cap_list;
@@ -62,17 +63,24 @@ pub fn sample_requests() -> Vec<Request> {
     let p = |b: &[u8]| RelPath(b.to_vec());
     vec![
         Request::Hello { version: VERSION },
-        Request::Watch {
+        Request::Walk {
             dirs: vec![RelPath::root(), p(b"a/b"), p(b"-rf/\xff\n")],
+            watch: true,
+            files: false,
+            stat: false,
         },
-        Request::Watch {
+        Request::Walk {
             dirs: vec![p(b"../etc"), p(b"/etc"), p(b"a\0b"), p(b"a//b")],
+            watch: true,
+            files: true,
+            stat: true,
         },
         Request::Unwatch {
             wds: vec![1, -1, i32::MAX, i32::MIN],
         },
-        Request::Scan {
+        Request::Walk {
             dirs: vec![p(b"x"), p(b"d*r/[q]")],
+            watch: false,
             files: true,
             stat: false,
         },
@@ -119,40 +127,58 @@ pub fn sample_requests() -> Vec<Request> {
 pub fn sample_replies() -> Vec<Reply> {
     vec![
         Reply::Hello { version: VERSION },
-        Reply::Watched {
-            results: vec![WatchResult::Wd(1), WatchResult::Errno(40)],
-        },
         Reply::Unwatched,
-        Reply::Entries {
-            dir: 0,
-            entries: vec![
-                Entry {
-                    name: b"a".to_vec(),
-                    kind: Kind::File,
-                    size: 3,
-                    dev: 2049,
+        Reply::Walked {
+            chunks: vec![
+                Chunk {
+                    dir: 0,
+                    watch: Some(WatchResult::Wd(1)),
+                    entries: vec![],
+                    last: true,
+                    errno: 0,
                 },
-                Entry {
-                    name: b"n\nl".to_vec(),
-                    kind: Kind::Symlink,
-                    size: 0,
-                    dev: 0,
-                },
-                Entry {
-                    name: b"\xff".to_vec(),
-                    kind: Kind::Dir,
-                    size: u64::MAX,
-                    dev: u64::MAX,
-                },
-                Entry {
-                    name: b"fifo".to_vec(),
-                    kind: Kind::Other,
-                    size: 0,
-                    dev: 1,
+                Chunk {
+                    dir: 1,
+                    watch: Some(WatchResult::Errno(40)),
+                    entries: vec![],
+                    last: true,
+                    errno: 40,
                 },
             ],
-            last: true,
-            errno: 0,
+        },
+        Reply::Walked {
+            chunks: vec![Chunk {
+                dir: 0,
+                watch: None,
+                entries: vec![
+                    Entry {
+                        name: b"a".to_vec(),
+                        kind: Kind::File,
+                        size: 3,
+                        dev: 2049,
+                    },
+                    Entry {
+                        name: b"n\nl".to_vec(),
+                        kind: Kind::Symlink,
+                        size: 0,
+                        dev: 0,
+                    },
+                    Entry {
+                        name: b"\xff".to_vec(),
+                        kind: Kind::Dir,
+                        size: u64::MAX,
+                        dev: u64::MAX,
+                    },
+                    Entry {
+                        name: b"fifo".to_vec(),
+                        kind: Kind::Other,
+                        size: 0,
+                        dev: 1,
+                    },
+                ],
+                last: true,
+                errno: 0,
+            }],
         },
         Reply::Stats {
             results: vec![
@@ -188,7 +214,7 @@ pub fn sample_replies() -> Vec<Reply> {
 /// The paths a request carries.
 pub fn relpaths(req: &Request) -> &[RelPath] {
     match req {
-        Request::Watch { dirs } | Request::Scan { dirs, .. } => dirs.as_slice(),
+        Request::Walk { dirs, .. } => dirs.as_slice(),
         Request::Stat { paths } => paths.as_slice(),
         _ => &[],
     }
