@@ -116,9 +116,14 @@ impl TestHooks {
                 crate::warning!("test hook: forged watch through a symlink: {r:?}");
             } else if let Some(n) = f.strip_prefix("walk-race:") {
                 // The test swaps `flip` between a directory and a symlink meanwhile.
+                // At least `n` rounds, and on until both outcomes were seen 300 times (the
+                // swapper starts when the test sees `ready`), at most 100 × `n`.
                 let rounds: usize = n.parse().unwrap_or(0);
                 let (mut wd, mut failed, mut entries) = (0, 0, Vec::<String>::new());
-                for _ in 0..rounds {
+                for round in 0..rounds * 100 {
+                    if round >= rounds && wd >= 300 && failed >= 300 {
+                        break;
+                    }
                     match walk_once(client, b"flip") {
                         Ok(chunks) => {
                             for c in chunks {

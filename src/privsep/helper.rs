@@ -262,6 +262,18 @@ fn resolve(root: &OwnedFd, path: &RelPath, flags: OFlag) -> Result<OwnedFd, Errn
 /// [`Entry::wire_size`] and [`CHUNK_OVERHEAD`]).
 const PACK_BUDGET: usize = MAX_DATAGRAM - 1024;
 
+/// getdents64 buffer of a Walk: most directories are read in one call (plus the one that
+/// finds the end).
+const DIRENT_BUF: usize = 64 * 1024;
+
+/// What a Walk asks for each directory (see [`Request::Walk`]).
+#[derive(Clone, Copy)]
+struct WalkHow {
+    watch: bool,
+    files: bool,
+    stat: bool,
+}
+
 /// Chunks of a Walk waiting to go out in one datagram.
 #[derive(Default)]
 struct Packer {
@@ -378,8 +390,10 @@ impl Helper {
             } => {
                 check_paths(&dirs)?;
                 let mut out = Packer::default();
+                let mut buf = vec![0u8; DIRENT_BUF];
+                let how = WalkHow { watch, files, stat };
                 for (i, d) in dirs.iter().enumerate() {
-                    if let Some(end) = self.walk_dir(&mut out, i as u32, d, watch, files, stat)? {
+                    if let Some(end) = self.walk_dir(&mut out, &mut buf, i as u32, d, how)? {
                         return Ok(Some(end));
                     }
                 }
@@ -503,12 +517,12 @@ impl Helper {
     fn walk_dir(
         &self,
         out: &mut Packer,
+        buf: &mut [u8],
         idx: u32,
         dir: &RelPath,
-        watch: bool,
-        files: bool,
-        stat: bool,
+        how: WalkHow,
     ) -> Result<Option<End>, String> {
+        let WalkHow { watch, files, stat } = how;
         let failed = |out: &mut Packer, e: Errno| {
             if watch {
                 crate::log::audit(
@@ -547,81 +561,68 @@ impl Helper {
                 },
             );
         }
-        let mut d = match nix::dir::Dir::from_fd(fd) {
-            Ok(d) => d,
-            Err(e) => {
-                out.push(Chunk {
-                    dir: idx,
-                    watch: wd,
-                    entries: Vec::new(),
-                    last: true,
-                    errno: e as i32,
-                });
-                return self.flush_full(out);
-            }
-        };
-        // With `stat`, a second fd to lstat through while the first is being read.
-        let dfd = match stat.then(|| d.as_fd().try_clone_to_owned()).transpose() {
-            Ok(fd) => fd,
-            Err(e) => return Err(format!("dup: {e}")),
-        };
+        // With `stat`, every entry is lstat'ed through the directory's fd.
         let mut w = DirOut {
             idx,
             wd,
             batch: Vec::new(),
         };
         // Names whose type getdents did not tell (file systems without d_type): lstat'ed
-        // after the read, through the directory's own fd.
+        // after the read.
         let mut untyped: Vec<Vec<u8>> = Vec::new();
         let mut errno = 0;
-        for ent in d.iter() {
-            let ent = match ent {
-                Ok(e) => e,
+        'read: loop {
+            let n = match sys::getdents64(fd.as_fd(), buf) {
+                Ok(0) => break,
+                Ok(n) => n,
                 Err(e) => {
                     errno = e as i32;
                     break;
                 }
             };
-            let name = ent.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            use nix::dir::Type;
-            let kind = match ent.file_type() {
-                Some(Type::Directory) => Kind::Dir,
-                Some(Type::File) => Kind::File,
-                Some(Type::Symlink) => Kind::Symlink,
-                Some(_) => Kind::Other,
-                None => {
-                    untyped.push(name.to_vec());
+            for ent in crate::privsep::dirents::parse(&buf[..n]) {
+                let ent = match ent {
+                    Ok(e) => e,
+                    Err(why) => {
+                        crate::warning!("helper: reading {}: {why}", lossy(dir));
+                        errno = libc::EIO;
+                        break 'read;
+                    }
+                };
+                let name = ent.name;
+                if name == b"." || name == b".." {
                     continue;
                 }
-            };
-            if !files && kind != Kind::Dir {
-                continue;
-            }
-            let (mut size, mut dev) = (0, 0);
-            if let Some(dfd) = &dfd {
-                match fstatat(dfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) => {
-                        size = st.st_size.max(0) as u64;
-                        dev = st.st_dev;
-                    }
-                    Err(_) => continue, // vanished meanwhile: its delete event follows
+                let Some(kind) = ent.kind else {
+                    untyped.push(name.to_vec());
+                    continue;
+                };
+                if !files && kind != Kind::Dir {
+                    continue;
                 }
-            }
-            let e = Entry {
-                name: name.to_vec(),
-                kind,
-                size,
-                dev,
-            };
-            if let Some(end) = self.add_entry(out, &mut w, e)? {
-                return Ok(Some(end));
+                let (mut size, mut dev) = (0, 0);
+                if stat {
+                    match fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                        Ok(st) => {
+                            size = st.st_size.max(0) as u64;
+                            dev = st.st_dev;
+                        }
+                        Err(_) => continue, // vanished meanwhile: its delete event follows
+                    }
+                }
+                let e = Entry {
+                    name: name.to_vec(),
+                    kind,
+                    size,
+                    dev,
+                };
+                if let Some(end) = self.add_entry(out, &mut w, e)? {
+                    return Ok(Some(end));
+                }
             }
         }
         for name in untyped {
-            let Ok(st) = fstatat(&d, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            let Ok(st) = fstatat(&fd, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
                 continue; // vanished meanwhile
             };
             let kind = kind_of(st.st_mode);

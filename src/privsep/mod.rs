@@ -1,6 +1,7 @@
 //! Privilege separation: the wire ([`protocol`]), the privileged side ([`helper`]), the frozen
 //! policy it enforces ([`policy`]), the worker's client ([`client`]) and the start-up ([`spawn`]).
 pub mod client;
+pub mod dirents;
 pub mod fixer;
 #[cfg(feature = "test-hooks")]
 pub mod forge;
