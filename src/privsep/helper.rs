@@ -282,6 +282,9 @@ struct Packer {
     bytes: usize,
     /// Bound of the entries gathered for the current directory, not yet in a chunk.
     pending: usize,
+    /// Per device: whether its file system keeps a directory's link count at 2 + its number of
+    /// subdirectories, so a directory with 2 links has none.
+    counts_subdirs: Vec<(u64, bool)>,
 }
 
 /// The directory a Walk is reading: its index, watch result (sent with its first chunk) and the
@@ -292,7 +295,38 @@ struct DirOut {
     batch: Vec<Entry>,
 }
 
+/// File systems whose directory link count is exactly 2 + the number of subdirectories (as
+/// `find` relies on for its leaf optimisation). Others (btrfs reports 1, overlayfs and network
+/// file systems may not keep it) are always read.
+const COUNTS_SUBDIRS: [nix::sys::statfs::FsType; 3] = [
+    nix::sys::statfs::TMPFS_MAGIC,
+    nix::sys::statfs::EXT4_SUPER_MAGIC, // also ext2 and ext3
+    nix::sys::statfs::XFS_SUPER_MAGIC,
+];
+
 impl Packer {
+    /// Whether the open directory `fd` has no subdirectory, by its link count, on a file
+    /// system known to keep that count. Called after its watch is in place, so a
+    /// subdirectory made later is seen by inotify; one made before has raised the count.
+    fn is_leaf(&mut self, fd: &OwnedFd) -> bool {
+        let Ok(st) = fstat(fd) else {
+            return false;
+        };
+        if st.st_nlink != 2 {
+            return false;
+        }
+        let known = self.counts_subdirs.iter().find(|(d, _)| *d == st.st_dev);
+        match known {
+            Some(&(_, c)) => c,
+            None => {
+                let c = nix::sys::statfs::fstatfs(fd)
+                    .is_ok_and(|f| COUNTS_SUBDIRS.contains(&f.filesystem_type()));
+                self.counts_subdirs.push((st.st_dev, c));
+                c
+            }
+        }
+    }
+
     fn push(&mut self, c: Chunk) {
         self.bytes += CHUNK_OVERHEAD + c.entries.iter().map(Entry::wire_size).sum::<usize>();
         self.chunks.push(c);
@@ -560,6 +594,17 @@ impl Helper {
                     }
                 },
             );
+        }
+        if !files && out.is_leaf(&fd) {
+            // No subdirectory to list, and the watch is already in place for any made later.
+            out.push(Chunk {
+                dir: idx,
+                watch: wd,
+                entries: Vec::new(),
+                last: true,
+                errno: 0,
+            });
+            return self.flush_full(out);
         }
         // With `stat`, every entry is lstat'ed through the directory's fd.
         let mut w = DirOut {
