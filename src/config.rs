@@ -19,6 +19,10 @@ pub enum Mode {
     Shell,
     RsyncShell,
     RsyncDirect,
+    /// A shared object's `clsyncapi_sync` gets the events (see [`crate::privsep::soload`]).
+    So,
+    /// A shared object's `clsyncapi_rsync` gets rsync list files.
+    RsyncSo,
 }
 
 impl Mode {
@@ -29,12 +33,19 @@ impl Mode {
             Mode::Shell => "shell",
             Mode::RsyncShell => "rsyncshell",
             Mode::RsyncDirect => "rsyncdirect",
+            Mode::So => "so",
+            Mode::RsyncSo => "rsyncso",
         }
     }
 
     /// Modes whose lists are rsync include/exclude lists.
     pub fn is_rsync(self) -> bool {
-        matches!(self, Mode::RsyncShell | Mode::RsyncDirect)
+        matches!(self, Mode::RsyncShell | Mode::RsyncDirect | Mode::RsyncSo)
+    }
+
+    /// Modes whose handler is a shared object loaded in a handler child.
+    pub fn is_so(self) -> bool {
+        matches!(self, Mode::So | Mode::RsyncSo)
     }
 }
 
@@ -43,8 +54,10 @@ pub struct Config {
     pub watch_dir: PathBuf,
     pub destination: Option<String>,
     pub mode: Mode,
-    /// Absolute path of the handler program.
+    /// Absolute path of the handler program (the shared object in modes so and rsyncso).
     pub handler: PathBuf,
+    /// Modes so and rsyncso: the shared object, checked at start.
+    pub shared_object: Option<crate::privsep::soload::SharedObject>,
     /// The handler arguments given on the command line (None: the mode's defaults).
     pub handler_args: Option<Vec<Vec<u8>>>,
     pub rules: Rules,
@@ -245,23 +258,18 @@ impl Config {
                 other => return Err(inval(format!("--inherit-capabilities={other}: unknown value"))),
             }
         }
-        let mode =
-            match cli.mode {
-                None => return Err(inval(
-                    "--mode (-M) is required (simple, direct, shell, rsyncshell or rsyncdirect)",
-                )),
-                Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
-                Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
-                Some(ModeArg::Direct) => Mode::Direct,
-                Some(ModeArg::Shell) => Mode::Shell,
-                Some(ModeArg::Simple) => Mode::Simple,
-                Some(m) => {
-                    return Err(inval(format!(
-                        "--mode={}: not implemented in this build yet",
-                        format!("{m:?}").to_lowercase()
-                    )))
-                }
-            };
+        let mode = match cli.mode {
+            None => return Err(inval(
+                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
+            )),
+            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
+            Some(ModeArg::Direct) => Mode::Direct,
+            Some(ModeArg::Shell) => Mode::Shell,
+            Some(ModeArg::Simple) => Mode::Simple,
+            Some(ModeArg::So) => Mode::So,
+            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
+        };
         // Every positional argument replaces the mode's default arguments; a single '' clears.
         let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
             [] => None,
@@ -316,6 +324,8 @@ impl Config {
             ));
         }
         let handler = match (cli.sync_handler.as_deref(), mode) {
+            (Some(h), m) if m.is_so() => std::fs::canonicalize(h)
+                .map_err(|e| noent(format!("shared object \"{h}\": {e}")))?,
             (Some(h), _) => resolve_program(h)?,
             (None, Mode::RsyncDirect) => resolve_program("rsync")?,
             (None, Mode::Direct) => resolve_program("cp")?,
@@ -325,6 +335,28 @@ impl Config {
                     m.name()
                 )))
             }
+        };
+        // clsync's loading checks, now, as root: a shared object that fails them stops the start
+        // (the handler child checks the file it loads again).
+        let shared_object = if mode.is_so() {
+            let so_mode = if mode == Mode::So {
+                crate::privsep::soload::SoMode::Sync
+            } else {
+                crate::privsep::soload::SoMode::Rsync
+            };
+            let so = crate::privsep::soload::SharedObject::new(handler.clone(), so_mode);
+            crate::privsep::soload::open_checked(&so.path, &so.owners)
+                .map_err(|msg| ConfigError { code: 1, msg })?;
+            if handler_args.is_some() {
+                crate::warning!(
+                    "mode {}: the handler arguments are ignored (the shared object's function gets the {})",
+                    mode.name(),
+                    if mode == Mode::So { "events" } else { "list files" }
+                );
+            }
+            Some(so)
+        } else {
+            None
         };
         if mode == Mode::Direct && destination.is_none() && handler_args.is_none() {
             if cli.sync_handler.is_none() {
@@ -596,6 +628,7 @@ impl Config {
             destination,
             mode,
             handler,
+            shared_object,
             handler_args,
             rules,
             rules_file: cli
@@ -667,14 +700,29 @@ impl Config {
         } else {
             SyncType::Synclist
         };
-        let argv: Vec<String> = std::iter::once(self.handler.display().to_string())
-            .chain(
-                p.template
-                    .render(&lp, ty, None, &paths)
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned()),
-            )
-            .collect();
+        let argv: Vec<String> = match self.mode {
+            Mode::So => vec![format!(
+                "{}: clsyncapi_sync(n, events)",
+                self.handler.display()
+            )],
+            Mode::RsyncSo => vec![format!(
+                "{}: clsyncapi_rsync(<include-list>, {})",
+                self.handler.display(),
+                if self.prefer_include {
+                    "NULL"
+                } else {
+                    "<exclude-list>"
+                }
+            )],
+            _ => std::iter::once(self.handler.display().to_string())
+                .chain(
+                    p.template
+                        .render(&lp, ty, None, &paths)
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned()),
+                )
+                .collect(),
+        };
         let mut out = String::new();
         let mut kv = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
         kv("mode", self.mode.name().to_string());

@@ -39,8 +39,8 @@ use crate::monitor::tree::{NodeId, Tree, ROOT};
 use crate::privsep::client::{path_cost, Client, ClientError, BATCH_BYTES};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    CallArgs, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath, StatResult, Status,
-    SyncType, WatchResult,
+    ApiEvent, CallArgs, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath, StatResult,
+    Status, SyncType, WatchResult,
 };
 use crate::queue::{Batch, Delays, Item, QueueId, Queues};
 use crate::rules::{self, ObjKind, Rules};
@@ -84,10 +84,12 @@ pub fn signal_fd() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// One handler call of a pass: its sealed lists and per-call values.
+/// One handler call of a pass: its sealed lists and per-call values, or (mode so) the events
+/// for the shared object's clsyncapi_sync.
 struct Call {
     lists: Vec<(ListKind, OwnedFd)>,
     args: CallArgs,
+    so_events: Option<Vec<ApiEvent>>,
 }
 
 struct Running {
@@ -165,6 +167,8 @@ pub struct Worker {
     exit_code: Option<i32>,
     buf: Vec<u8>,
     hooks: TestHooks,
+    /// Whether excluded paths are used by any list (see [`Worker::exclude`]).
+    keep_excludes: bool,
 }
 
 impl Worker {
@@ -183,7 +187,9 @@ impl Worker {
             }
         };
         let policy = ExecPolicy::from_config(&s.cfg);
+        let keep_excludes = s.cfg.mode.is_rsync() || policy.lists().contains(&ListKind::Exclude);
         Worker {
+            keep_excludes,
             rules: s.cfg.rules.clone(),
             policy,
             fifo: VecDeque::new(),
@@ -670,8 +676,10 @@ impl Worker {
         }
     }
 
+    /// Remembers a path the rules refuse, for the lists that name such paths: rsync exclude
+    /// lists, or a template with `%EXCLUDE-LIST-PATH%` (elsewhere, as in clsync, it is omitted).
     fn exclude(&mut self, q: QueueId, path: Vec<u8>) {
-        if self.cfg.mode != Mode::Simple {
+        if self.keep_excludes {
             self.queues.exclude(q, path, Instant::now());
         }
     }
