@@ -89,6 +89,12 @@ pub struct Config {
     pub cancel_mon_stat: bool,
     /// --synclist-simplify: shell list lines are the path only.
     pub synclist_simplify: bool,
+    /// --have-recursive-sync (non-rsync modes): the initial sync and each new directory are one
+    /// `initialsync` call with the absolute path.
+    pub have_recursive_sync: bool,
+    /// clsync's `---` argument set for those calls (None: the mode's default, see
+    /// [`crate::privsep::policy`]).
+    pub initial_args: Option<Vec<Vec<u8>>>,
     /// The daemon's cgroup name (one path component) under the cgroup it starts in; default
     /// `clsync-<pid>` (the pid after -b).
     pub cgroup_name: Option<String>,
@@ -584,6 +590,22 @@ impl Config {
                 "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
             ));
         }
+        if cli.have_recursive_sync && mode.is_rsync() {
+            return Err(inval(
+                "option \"--have-recursive-sync\" with modes \"rsyncdirect\", \"rsyncshell\" and \"rsyncso\" are incompatible",
+            ));
+        }
+        if cli.have_recursive_sync && fixer.is_some() {
+            return Err(inval(
+                "--have-recursive-sync cannot be combined with the built-in chown/chgrp/chmod fixer, which changes the paths it is given and no deeper",
+            ));
+        }
+        let initial_args: Option<Vec<Vec<u8>>> = cli
+            .initialsync_args
+            .as_deref()
+            .map(crate::confile::split_args)
+            .filter(|a| !a.is_empty())
+            .map(|a| a.into_iter().map(String::into_bytes).collect());
         if cli.threading != crate::cli::Threading::Off
             && (cli.only_initialsync
                 || cli.exit_on_no_events
@@ -623,7 +645,7 @@ impl Config {
                 }
             }
         }
-        Ok(Config {
+        let cfg = Config {
             watch_dir,
             destination,
             mode,
@@ -651,6 +673,8 @@ impl Config {
             modification_signature,
             cancel_mon_stat,
             synclist_simplify: cli.synclist_simplify,
+            have_recursive_sync: cli.have_recursive_sync,
+            initial_args,
             threading: cli.threading,
             socket,
             standby_file,
@@ -677,7 +701,16 @@ impl Config {
             only_initialsync: cli.only_initialsync,
             skip_initialsync: cli.skip_initialsync,
             max_iterations: cli.max_iterations,
-        })
+        };
+        if cfg.have_recursive_sync && !cfg.mode.is_so() {
+            let p = crate::privsep::policy::ExecPolicy::from_config(&cfg);
+            if !p.initial_template.lists().is_empty() {
+                return Err(inval(
+                    "--have-recursive-sync: the arguments of its initialsync calls name a list file (%INCLUDE-LIST-PATH% or %EXCLUDE-LIST-PATH%), which those calls do not have; give clsync's `---` set (-----=ARGS, or the key --- in a config file), e.g. \"initialsync %label% %INCLUDE-LIST%\"",
+                ));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The effective settings, one `key = value` per line (for --check-config), with the
@@ -733,6 +766,30 @@ impl Config {
         );
         kv("sync-handler", self.handler.display().to_string());
         kv("handler-argv", argv.join(" "));
+        if self.have_recursive_sync {
+            let init = if self.mode == Mode::So {
+                format!(
+                    "{}: clsyncapi_sync(1, <absolute dir, recursive>)",
+                    self.handler.display()
+                )
+            } else {
+                let dir = if p.initial_template.takes_paths() {
+                    vec![b"<absolute dir>".to_vec()]
+                } else {
+                    vec![]
+                };
+                std::iter::once(self.handler.display().to_string())
+                    .chain(
+                        p.initial_template
+                            .render(&lp, SyncType::Initialsync, None, &dir)
+                            .iter()
+                            .map(|a| String::from_utf8_lossy(a).into_owned()),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            kv("initialsync-argv", init);
+        }
         kv(
             "rules",
             format!(

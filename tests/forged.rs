@@ -176,3 +176,11 @@ fn a_watch_through_a_symlinked_directory_fails_without_following_it() {
     assert!(d.try_wait().is_none(), "the daemon must go on: {log}");
     d.stop();
 }
+
+#[test]
+fn an_initialsync_exec_without_have_recursive_sync_is_refused() {
+    forged_request_is_refused(
+        "exec-initialsync",
+        "--have-recursive-sync is not configured",
+    );
+}

@@ -523,3 +523,46 @@ fn forged_so_calls_are_refused() {
         assert!(calls.is_empty(), "{kind}: {calls:?}");
     }
 }
+
+/// §4.7: with --have-recursive-sync the start-up call and each new directory are one recursive
+/// entry with the absolute path (flags 1, DOESNTEXIST → DIR); other events as usual.
+#[test]
+fn so_with_have_recursive_sync_gets_absolute_recursive_entries() {
+    let s = Scratch::new("so-recursive");
+    sample(&s);
+    let out = out_dir(&s);
+    let so = sync_handler(s.root(), &out, 0);
+    let mut d = Daemon::start(
+        &s,
+        &so_args(&s, "so", &so, &["--have-recursive-sync", "-t2"]),
+        &[],
+    );
+    d.wait_ready();
+    let src = s.src().display().to_string();
+    let c = so_calls(&out);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(
+        c[0].events,
+        [(src.clone(), DIR, 1, 1, 3)]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(c[0].field("iteration"), "0");
+    fs::create_dir(s.src().join("newd")).unwrap();
+    assert!(wait_for(SYNC_TIMEOUT, || so_calls(&out).len() >= 2));
+    assert_eq!(
+        so_calls(&out)[1].events,
+        [(format!("{src}/newd"), DIR, 1, 1, 3)]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    fs::remove_file(s.src().join("a.tmp")).unwrap();
+    assert!(wait_for(SYNC_TIMEOUT, || so_calls(&out).len() >= 3));
+    assert_eq!(
+        so_calls(&out)[2].events,
+        [("a.tmp".to_string(), 512, 0, 2, 1)]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    d.stop();
+}

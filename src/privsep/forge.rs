@@ -200,6 +200,31 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
         "so-interleaved" => chan
             .send(&so_sync(b"a", false, true), &[])
             .and_then(|()| chan.send(&Request::Kill { job: 1 }, &[])),
+        // A recursive (--have-recursive-sync) call where none is configured.
+        "exec-initialsync" => {
+            let Request::Exec {
+                job,
+                handler,
+                env,
+                mut call,
+                ..
+            } = exec(vec![])
+            else {
+                return;
+            };
+            call.sync_type = SyncType::Initialsync;
+            call.paths = vec![RelPath::root()];
+            chan.send(
+                &Request::Exec {
+                    job,
+                    handler,
+                    lists: vec![],
+                    env,
+                    call,
+                },
+                &[],
+            )
+        }
         "garbage" => chan.send_raw(&[0xff, 0xfe, 0xfd, 0x00, 0x42], &[]),
         "oversized" => chan.send_raw(&vec![1u8; MAX_DATAGRAM + 4096], &[]),
         other => {

@@ -29,7 +29,7 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 
 use crate::handler::template::path_arg;
 use crate::privsep::policy::ExecPolicy;
-use crate::privsep::protocol::ApiEvent;
+use crate::privsep::protocol::{ApiEvent, SyncType};
 use crate::privsep::protocol::{
     CallArgs, Channel, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError, RelPath,
     Reply, Request, StatResult, WatchResult, MAX_BATCH, MAX_DATAGRAM, VERSION,
@@ -701,6 +701,9 @@ impl Helper {
         env: ExecEnv,
         call: CallArgs,
     ) -> Result<Option<End>, String> {
+        if call.sync_type == SyncType::Initialsync {
+            return self.exec_initial(job, lists, fds, env, call);
+        }
         let want = self.s.policy.lists();
         if lists != want.as_slice() {
             return Err(format!(
@@ -835,6 +838,57 @@ impl Helper {
             .collect::<Vec<_>>()
             .join(" ");
         self.started(job, pid, &desc, files)
+    }
+
+    /// A --have-recursive-sync call: the configured initial-sync template (clsync's `---`) with
+    /// one directory, made absolute here (the worker sends it relative), no list files.
+    fn exec_initial(
+        &mut self,
+        job: u64,
+        lists: &[ListKind],
+        fds: Vec<OwnedFd>,
+        env: ExecEnv,
+        call: CallArgs,
+    ) -> Result<Option<End>, String> {
+        let p = &self.s.policy;
+        if !p.have_recursive_sync || p.shared_object.is_some() || p.fixer.is_some() {
+            return Err(
+                "an initialsync exec, but --have-recursive-sync is not configured for an executed handler"
+                    .into(),
+            );
+        }
+        if !lists.is_empty() || !fds.is_empty() {
+            return Err("an initialsync exec with list files".into());
+        }
+        if call.paths.len() != 1 {
+            return Err(format!(
+                "an initialsync exec with {} paths (exactly one directory)",
+                call.paths.len()
+            ));
+        }
+        check_paths(&call.paths)?;
+        if self.jobs.contains_key(&job) {
+            return Err(format!("exec of job {job}, which is still running"));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        let path_args: Vec<Vec<u8>> = if p.initial_template.takes_paths() {
+            vec![path_arg(call.paths[0].as_bytes(), Some(&p.watch_dir))]
+        } else {
+            vec![]
+        };
+        let rest = p.initial_template.render(
+            &|_| Vec::new(),
+            SyncType::Initialsync,
+            call.event_mask,
+            &path_args,
+        );
+        // No NUL: the path was validated, the template came from a C argv.
+        let argv: Vec<CString> = std::iter::once(p.program.clone())
+            .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
+            .collect();
+        self.start(job, argv, env, Vec::new())
     }
 
     /// Forks a handler child that loads the shared object and makes `call` (see

@@ -14,6 +14,9 @@ impl Worker {
         now: Instant,
         ignore_delays: bool,
     ) -> Result<bool, ClientError> {
+        if !self.recursive.is_empty() {
+            return self.start_recursive();
+        }
         let batch = if self.fifo.is_empty() {
             self.queues.take_due(now, ignore_delays)
         } else {
@@ -74,6 +77,49 @@ impl Worker {
             rest: calls,
             deadline,
             kills: 0,
+            recursive: None,
+        });
+        Ok(true)
+    }
+
+    /// --have-recursive-sync: the next directory's `initialsync` call, right away (no delay,
+    /// no standby: clsync makes it while handling the event). As in clsync it sees the
+    /// iteration before it is counted (the start-up call sees 0).
+    fn start_recursive(&mut self) -> Result<bool, ClientError> {
+        let Some(dir) = self.recursive.pop_front() else {
+            return Ok(false);
+        };
+        let initial = !self.initial_done && dir.is_empty();
+        let call = if self.cfg.mode == Mode::So {
+            so_call(vec![ApiEvent {
+                path: RelPath(dir.clone()),
+                evmask: CREATED_DIR,
+                recursive: true,
+                old: ObjType::DoesntExist,
+                new: ObjType::Dir,
+            }])
+        } else {
+            Call {
+                lists: vec![],
+                args: CallArgs {
+                    sync_type: SyncType::Initialsync,
+                    event_mask: None,
+                    paths: vec![RelPath(dir.clone())],
+                },
+                so_events: None,
+            }
+        };
+        let job = self.exec(call)?;
+        self.iteration += 1;
+        let deadline = self.deadline();
+        self.running.push(Running {
+            job,
+            batch: Batch::default(),
+            initial,
+            rest: VecDeque::new(),
+            deadline,
+            kills: 0,
+            recursive: Some(dir),
         });
         Ok(true)
     }
@@ -435,7 +481,9 @@ impl Worker {
             );
             self.set_status(Status::SynchandlerError);
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-            if self.cfg.mode == Mode::Simple {
+            if let Some(dir) = run.recursive {
+                self.recursive.push_front(dir);
+            } else if self.cfg.mode == Mode::Simple {
                 for (p, it) in run.batch.includes.into_iter().rev() {
                     self.fifo.push_front((p, it.mask));
                 }
