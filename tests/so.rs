@@ -566,3 +566,25 @@ fn so_with_have_recursive_sync_gets_absolute_recursive_entries() {
     );
     d.stop();
 }
+
+/// A pass larger than a datagram still reaches the object as one call (the worker sends it in
+/// parts, the helper joins them).
+#[test]
+fn a_pass_larger_than_a_datagram_is_one_call() {
+    let s = Scratch::new("so-big");
+    let name = "n".repeat(100);
+    for i in 0..2000 {
+        fs::write(s.src().join(format!("{name}{i:04}")), b"").unwrap();
+    }
+    let out = out_dir(&s);
+    let so = sync_handler(s.root(), &out, 0);
+    let mut d = Daemon::start(&s, &so_args(&s, "so", &so, &["--exit-on-no-events"]), &[]);
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert!(st.success(), "{}", d.stderr());
+    let c = so_calls(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].n, 2001, "every file and the root, in one call");
+    assert!(c[0]
+        .events
+        .contains(&(format!("{name}1999"), FILE, 0, 1, 2)));
+}

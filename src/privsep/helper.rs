@@ -322,7 +322,7 @@ impl Helper {
                 }
             }
             if let Some((job, _)) = &self.so_pending {
-                if !matches!(req, Request::SoSync { .. }) {
+                if !matches!(req, Request::SoSync { .. } | Request::Violation { .. }) {
                     let why = format!("{} between the parts of SoSync job {job}", name(&req));
                     return self.refuse(&why);
                 }
