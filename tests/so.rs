@@ -231,6 +231,8 @@ fn so_gets_clsyncs_event_array_in_a_child_running_as_the_handler_user() {
         ("4242".into(), "4243".into())
     );
     let helper = d.helper_pid();
+    let uid_of = |pid: i32| ids(&status_of(pid)["Uid"])[0];
+    assert_eq!((uid_of(d.worker().pid), uid_of(helper)), (NOBODY, 0));
     assert_eq!(
         c.field("ppid"),
         helper.to_string(),
