@@ -250,6 +250,16 @@ pub struct Cli {
     #[arg(long = "synclist-simplify")]
     pub synclist_simplify: bool,
 
+    /// Non-rsync modes: the handler syncs directories recursively: the initial sync and each
+    /// new directory are one `initialsync` call with the absolute path
+    #[arg(long = "have-recursive-sync")]
+    pub have_recursive_sync: bool,
+
+    /// clsync's `---`: the handler arguments of --have-recursive-sync calls, one string split on
+    /// blanks (quotes group); `-----=ARGS` on the command line, key `---` in a config file
+    #[arg(long = "initialsync-args", value_name = "ARGS", hide = true)]
+    pub initialsync_args: Option<String>,
+
     /// Skip an event when none of these lstat fields changed since the path's last sync
     /// (dev,ino,mode,nlink,uid,gid,rdev,size,blksize,blocks,atime,mtime,ctime or *)
     #[arg(
@@ -553,6 +563,7 @@ pub fn parse_with_config(
     let mut extra: Vec<std::ffi::OsString> =
         vec![argv.first().cloned().unwrap_or_else(|| "clsync".into())];
     let mut positional: Vec<String> = Vec::new();
+    let mut initial_args: Option<String> = None;
     for (key, value) in keys {
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -564,6 +575,14 @@ pub fn parse_with_config(
                     Value::Args(a) => a,
                     Value::Text(t) => confile::split_args(&t),
                 };
+                continue;
+            }
+            // The --have-recursive-sync argument set; the command line's `-----=` wins.
+            "---" => {
+                initial_args = Some(match value {
+                    Value::Args(a) => a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" "),
+                    Value::Text(t) => t,
+                });
                 continue;
             }
             "config-file" | "config-block" | "config-block-inherits" => continue,
@@ -614,8 +633,27 @@ pub fn parse_with_config(
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
     let mut merged = Cli::from_arg_matches(&m)?;
     merged.handler_args.extend(positional);
+    if merged.initialsync_args.is_none() {
+        merged.initialsync_args = initial_args;
+    }
     expand_options(&mut merged, &cmd, &m);
     Ok(Ok(merged))
+}
+
+/// One argument as a word [`crate::confile::split_args`] gives back unchanged.
+fn quote_arg(w: &str) -> String {
+    if !w.is_empty() && !w.contains([' ', '\t', '"', '\'', '\\']) {
+        return w.to_string();
+    }
+    let mut q = String::from("\"");
+    for c in w.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
 }
 
 /// clsync's optional numeric arguments must be attached: `-d5`, `-v0`, `--debug=5` set the level
@@ -634,7 +672,10 @@ fn attached_levels(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             let n = s.strip_prefix(flag).or_else(|| s.strip_prefix(long))?;
             (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.to_string())
         };
-        if let Some(n) = level("-d", "--debug=") {
+        if let Some(v) = s.strip_prefix("-----=") {
+            // clsync's long option `---` (the --have-recursive-sync argument set).
+            out.push(format!("--initialsync-args={v}").into());
+        } else if let Some(n) = level("-d", "--debug=") {
             out.push(format!("--debug-level={n}").into());
         } else if let Some(n) = level("-v", "--verbose=") {
             out.push(format!("--verbose-level={n}").into());

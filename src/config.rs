@@ -19,6 +19,10 @@ pub enum Mode {
     Shell,
     RsyncShell,
     RsyncDirect,
+    /// A shared object's `clsyncapi_sync` gets the events (see [`crate::privsep::soload`]).
+    So,
+    /// A shared object's `clsyncapi_rsync` gets rsync list files.
+    RsyncSo,
 }
 
 impl Mode {
@@ -29,12 +33,19 @@ impl Mode {
             Mode::Shell => "shell",
             Mode::RsyncShell => "rsyncshell",
             Mode::RsyncDirect => "rsyncdirect",
+            Mode::So => "so",
+            Mode::RsyncSo => "rsyncso",
         }
     }
 
     /// Modes whose lists are rsync include/exclude lists.
     pub fn is_rsync(self) -> bool {
-        matches!(self, Mode::RsyncShell | Mode::RsyncDirect)
+        matches!(self, Mode::RsyncShell | Mode::RsyncDirect | Mode::RsyncSo)
+    }
+
+    /// Modes whose handler is a shared object loaded in a handler child.
+    pub fn is_so(self) -> bool {
+        matches!(self, Mode::So | Mode::RsyncSo)
     }
 }
 
@@ -43,8 +54,10 @@ pub struct Config {
     pub watch_dir: PathBuf,
     pub destination: Option<String>,
     pub mode: Mode,
-    /// Absolute path of the handler program.
+    /// Absolute path of the handler program (the shared object in modes so and rsyncso).
     pub handler: PathBuf,
+    /// Modes so and rsyncso: the shared object, checked at start.
+    pub shared_object: Option<crate::privsep::soload::SharedObject>,
     /// The handler arguments given on the command line (None: the mode's defaults).
     pub handler_args: Option<Vec<Vec<u8>>>,
     pub rules: Rules,
@@ -76,6 +89,12 @@ pub struct Config {
     pub cancel_mon_stat: bool,
     /// --synclist-simplify: shell list lines are the path only.
     pub synclist_simplify: bool,
+    /// --have-recursive-sync (non-rsync modes): the initial sync and each new directory are one
+    /// `initialsync` call with the absolute path.
+    pub have_recursive_sync: bool,
+    /// clsync's `---` argument set for those calls (None: the mode's default, see
+    /// [`crate::privsep::policy`]).
+    pub initial_args: Option<Vec<Vec<u8>>>,
     /// The daemon's cgroup name (one path component) under the cgroup it starts in; default
     /// `clsync-<pid>` (the pid after -b).
     pub cgroup_name: Option<String>,
@@ -245,23 +264,18 @@ impl Config {
                 other => return Err(inval(format!("--inherit-capabilities={other}: unknown value"))),
             }
         }
-        let mode =
-            match cli.mode {
-                None => return Err(inval(
-                    "--mode (-M) is required (simple, direct, shell, rsyncshell or rsyncdirect)",
-                )),
-                Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
-                Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
-                Some(ModeArg::Direct) => Mode::Direct,
-                Some(ModeArg::Shell) => Mode::Shell,
-                Some(ModeArg::Simple) => Mode::Simple,
-                Some(m) => {
-                    return Err(inval(format!(
-                        "--mode={}: not implemented in this build yet",
-                        format!("{m:?}").to_lowercase()
-                    )))
-                }
-            };
+        let mode = match cli.mode {
+            None => return Err(inval(
+                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
+            )),
+            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
+            Some(ModeArg::Direct) => Mode::Direct,
+            Some(ModeArg::Shell) => Mode::Shell,
+            Some(ModeArg::Simple) => Mode::Simple,
+            Some(ModeArg::So) => Mode::So,
+            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
+        };
         // Every positional argument replaces the mode's default arguments; a single '' clears.
         let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
             [] => None,
@@ -316,6 +330,8 @@ impl Config {
             ));
         }
         let handler = match (cli.sync_handler.as_deref(), mode) {
+            (Some(h), m) if m.is_so() => std::fs::canonicalize(h)
+                .map_err(|e| noent(format!("shared object \"{h}\": {e}")))?,
             (Some(h), _) => resolve_program(h)?,
             (None, Mode::RsyncDirect) => resolve_program("rsync")?,
             (None, Mode::Direct) => resolve_program("cp")?,
@@ -325,6 +341,28 @@ impl Config {
                     m.name()
                 )))
             }
+        };
+        // clsync's loading checks, now, as root: a shared object that fails them stops the start
+        // (the handler child checks the file it loads again).
+        let shared_object = if mode.is_so() {
+            let so_mode = if mode == Mode::So {
+                crate::privsep::soload::SoMode::Sync
+            } else {
+                crate::privsep::soload::SoMode::Rsync
+            };
+            let so = crate::privsep::soload::SharedObject::new(handler.clone(), so_mode);
+            crate::privsep::soload::open_checked(&so.path, &so.owners)
+                .map_err(|msg| ConfigError { code: 1, msg })?;
+            if handler_args.is_some() {
+                crate::warning!(
+                    "mode {}: the handler arguments are ignored (the shared object's function gets the {})",
+                    mode.name(),
+                    if mode == Mode::So { "events" } else { "list files" }
+                );
+            }
+            Some(so)
+        } else {
+            None
         };
         if mode == Mode::Direct && destination.is_none() && handler_args.is_none() {
             if cli.sync_handler.is_none() {
@@ -552,6 +590,22 @@ impl Config {
                 "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
             ));
         }
+        if cli.have_recursive_sync && mode.is_rsync() {
+            return Err(inval(
+                "option \"--have-recursive-sync\" with modes \"rsyncdirect\", \"rsyncshell\" and \"rsyncso\" are incompatible",
+            ));
+        }
+        if cli.have_recursive_sync && fixer.is_some() {
+            return Err(inval(
+                "--have-recursive-sync cannot be combined with the built-in chown/chgrp/chmod fixer, which changes the paths it is given and no deeper",
+            ));
+        }
+        let initial_args: Option<Vec<Vec<u8>>> = cli
+            .initialsync_args
+            .as_deref()
+            .map(crate::confile::split_args)
+            .filter(|a| !a.is_empty())
+            .map(|a| a.into_iter().map(String::into_bytes).collect());
         if cli.threading != crate::cli::Threading::Off
             && (cli.only_initialsync
                 || cli.exit_on_no_events
@@ -591,11 +645,12 @@ impl Config {
                 }
             }
         }
-        Ok(Config {
+        let cfg = Config {
             watch_dir,
             destination,
             mode,
             handler,
+            shared_object,
             handler_args,
             rules,
             rules_file: cli
@@ -618,6 +673,8 @@ impl Config {
             modification_signature,
             cancel_mon_stat,
             synclist_simplify: cli.synclist_simplify,
+            have_recursive_sync: cli.have_recursive_sync,
+            initial_args,
             threading: cli.threading,
             socket,
             standby_file,
@@ -644,7 +701,16 @@ impl Config {
             only_initialsync: cli.only_initialsync,
             skip_initialsync: cli.skip_initialsync,
             max_iterations: cli.max_iterations,
-        })
+        };
+        if cfg.have_recursive_sync && !cfg.mode.is_so() {
+            let p = crate::privsep::policy::ExecPolicy::from_config(&cfg);
+            if !p.initial_template.lists().is_empty() {
+                return Err(inval(
+                    "--have-recursive-sync: the arguments of its initialsync calls name a list file (%INCLUDE-LIST-PATH% or %EXCLUDE-LIST-PATH%), which those calls do not have; give clsync's `---` set (-----=ARGS, or the key --- in a config file), e.g. \"initialsync %label% %INCLUDE-LIST%\"",
+                ));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The effective settings, one `key = value` per line (for --check-config), with the
@@ -667,14 +733,29 @@ impl Config {
         } else {
             SyncType::Synclist
         };
-        let argv: Vec<String> = std::iter::once(self.handler.display().to_string())
-            .chain(
-                p.template
-                    .render(&lp, ty, None, &paths)
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned()),
-            )
-            .collect();
+        let argv: Vec<String> = match self.mode {
+            Mode::So => vec![format!(
+                "{}: clsyncapi_sync(n, events)",
+                self.handler.display()
+            )],
+            Mode::RsyncSo => vec![format!(
+                "{}: clsyncapi_rsync(<include-list>, {})",
+                self.handler.display(),
+                if self.prefer_include {
+                    "NULL"
+                } else {
+                    "<exclude-list>"
+                }
+            )],
+            _ => std::iter::once(self.handler.display().to_string())
+                .chain(
+                    p.template
+                        .render(&lp, ty, None, &paths)
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned()),
+                )
+                .collect(),
+        };
         let mut out = String::new();
         let mut kv = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
         kv("mode", self.mode.name().to_string());
@@ -685,6 +766,30 @@ impl Config {
         );
         kv("sync-handler", self.handler.display().to_string());
         kv("handler-argv", argv.join(" "));
+        if self.have_recursive_sync {
+            let init = if self.mode == Mode::So {
+                format!(
+                    "{}: clsyncapi_sync(1, <absolute dir, recursive>)",
+                    self.handler.display()
+                )
+            } else {
+                let dir = if p.initial_template.takes_paths() {
+                    vec![b"<absolute dir>".to_vec()]
+                } else {
+                    vec![]
+                };
+                std::iter::once(self.handler.display().to_string())
+                    .chain(
+                        p.initial_template
+                            .render(&lp, SyncType::Initialsync, None, &dir)
+                            .iter()
+                            .map(|a| String::from_utf8_lossy(a).into_owned()),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            kv("initialsync-argv", init);
+        }
         kv(
             "rules",
             format!(

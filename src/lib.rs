@@ -4,7 +4,8 @@
 //! - [`privsep::protocol`]: the wire between worker and helper, the only place it is defined;
 //! - [`privsep::helper`]: the privileged side, a small request/reply state machine, and
 //!   [`privsep::policy`], the frozen exec policy it enforces;
-//! - [`sandbox`] and [`sys`]: the syscall layer (the only modules with `unsafe`);
+//! - [`sandbox`] and [`sys`]: the syscall layer, and [`privsep::soload`], the `dlopen` of a
+//!   shared-object handler (the only modules with `unsafe`);
 //! - the worker's event pipeline: [`monitor`] → [`rules`] → [`queue`] → [`handler`], driven by
 //!   [`worker`].
 

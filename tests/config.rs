@@ -266,3 +266,46 @@ fn every_option_is_in_the_man_page_and_the_completions() {
         );
     }
 }
+
+#[test]
+fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
+    let s = Scratch::new("conf-initial-args");
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nmode = shell\nsync-handler = /bin/echo\nhave-recursive-sync = 1\n--- = rec %label% \"a b\" %INCLUDE-LIST%\n",
+            s.src().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&["-H", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let init = line(&out, "initialsync-argv");
+    assert!(
+        init.ends_with("/echo rec nolabel a b <absolute dir>"),
+        "{init}"
+    );
+    // The command line's -----= wins; TOML takes an array.
+    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "-----=cli %TYPE%"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line(&out, "initialsync-argv").ends_with("/echo cli initialsync"),
+        "{out}"
+    );
+    let toml = s.path("c.toml");
+    fs::write(
+        &toml,
+        format!(
+            "[default]\nwatch-dir = \"{}\"\nmode = \"shell\"\nsync-handler = \"/bin/echo\"\nhave-recursive-sync = true\n\"---\" = [\"t\", \"x \\\"y\", \"%INCLUDE-LIST%\"]\n",
+            s.src().display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&["-H", toml.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line(&out, "initialsync-argv").ends_with("/echo t x \"y <absolute dir>"),
+        "{out}"
+    );
+}

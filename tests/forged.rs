@@ -267,3 +267,11 @@ fn a_directory_swapped_for_a_symlink_during_walks_is_never_followed() {
     assert!(d.try_wait().is_none(), "the daemon must go on: {log}");
     d.stop();
 }
+
+#[test]
+fn an_initialsync_exec_without_have_recursive_sync_is_refused() {
+    forged_request_is_refused(
+        "exec-initialsync",
+        "--have-recursive-sync is not configured",
+    );
+}

@@ -512,3 +512,115 @@ fn an_insecure_lists_dir_is_refused() {
     assert_eq!(st.code(), Some(13), "{}", d.stderr());
     assert!(d.stderr().contains("insecure"), "{}", d.stderr());
 }
+
+#[test]
+fn have_recursive_sync_calls_initialsync_for_the_tree_and_each_new_directory() {
+    let s = Scratch::new("mode-recursive");
+    sample(&s);
+    let (h, log) = logger(&s);
+    // -t2: the file change below is collected into one list; new directories do not wait.
+    let mut d = Daemon::start(
+        &s,
+        &args(&s, "shell", &h, &["--have-recursive-sync", "-t2"]),
+        &[],
+    );
+    d.wait_ready();
+    let src = s.src().display().to_string();
+    // Start-up: one call for the whole tree, absolute, before anything is counted (§4.4).
+    let c = calls(&log);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    assert_eq!(c[0].args(), ["initialsync", "nolabel", src.as_str()]);
+    assert_eq!(
+        (c[0].status.as_str(), c[0].iteration.as_str()),
+        ("initsync", "0")
+    );
+    assert!(c[0].lists.is_empty());
+    // A new directory: its own immediate initialsync call, and no synclist line for it.
+    fs::create_dir(s.src().join("newd")).unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || calls(&log).len() >= 2),
+        "{}",
+        d.stderr()
+    );
+    let c = calls(&log);
+    assert_eq!(
+        c[1].args(),
+        ["initialsync", "nolabel", &format!("{src}/newd")]
+    );
+    assert_eq!(c[1].iteration, "1");
+    // A file change goes through the ordinary synclist.
+    fs::write(s.src().join("b.txt"), b"changed\n").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || calls(&log).len() >= 3),
+        "{}",
+        d.stderr()
+    );
+    let c = calls(&log);
+    assert_eq!(c.len(), 3, "{c:#?}");
+    assert_eq!(c[2].args()[..2], ["synclist", "nolabel"]);
+    assert_eq!(c[2].list_lines(0), set(&["sync nolabel 10 b.txt"]));
+    d.stop();
+}
+
+#[test]
+fn have_recursive_sync_argument_sets_and_refusals() {
+    let s = Scratch::new("mode-recursive-args");
+    let (h, log) = logger(&s);
+    // clsync's `---` set on the command line (`-----=ARGS`), with another mode's arguments.
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "direct",
+            &h,
+            &[
+                "--have-recursive-sync",
+                "--exit-on-no-events",
+                "-----=deep %TYPE% 'a b' %INCLUDE-LIST%",
+                "--",
+                "%INCLUDE-LIST%",
+                "/dst/",
+            ],
+        ),
+        &[],
+    );
+    let st = d.wait_exit(START_TIMEOUT).expect("daemon did not exit");
+    assert!(st.success(), "{}", d.stderr());
+    let c = calls(&log);
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let src = s.src().display().to_string();
+    assert_eq!(c[0].args(), ["deep", "initialsync", "a b", src.as_str()]);
+    // Without `---` the primary set is used; one naming a list file cannot be.
+    let (st, err) = run_to_exit(
+        &s,
+        &args(
+            &s,
+            "shell",
+            &h,
+            &[
+                "--have-recursive-sync",
+                "--",
+                "synclist",
+                "%INCLUDE-LIST-PATH%",
+            ],
+        ),
+        START_TIMEOUT,
+    );
+    assert_eq!(st.and_then(|s| s.code()), Some(22), "{err}");
+    assert!(err.contains("-----=ARGS"), "{err}");
+    // clsync refuses it in the rsync modes.
+    for mode in ["rsyncshell", "rsyncdirect"] {
+        let (st, err) = run_to_exit(
+            &s,
+            &args(
+                &s,
+                mode,
+                &h,
+                &["--have-recursive-sync", "-D", s.dst().to_str().unwrap()],
+            ),
+            START_TIMEOUT,
+        );
+        assert_eq!(st.and_then(|s| s.code()), Some(22), "{mode}: {err}");
+        assert!(err.contains("--have-recursive-sync"), "{err}");
+    }
+}

@@ -9,6 +9,8 @@ use crate::privsep::protocol::{
     CallArgs, Channel, Chunk, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath,
     Reply, Request, StatResult, MAX_DATAGRAM, VERSION,
 };
+// Mode so (kept apart from the list above).
+use crate::privsep::protocol::ApiEvent;
 
 /// Room a path takes in a batched request (postcard: length varint + bytes), with slack.
 pub fn path_cost(p: &RelPath) -> usize {
@@ -258,6 +260,42 @@ impl Client {
 
     pub fn shutdown(&mut self) -> Result<()> {
         Ok(self.chan.send(&Request::Shutdown, &[])?)
+    }
+
+    /// Mode so: one clsyncapi_sync call with `events`, sent in as many parts as datagrams need
+    /// (the helper answers the last one); returns the child's pid.
+    pub fn so_sync(&mut self, job: u64, env: ExecEnv, events: Vec<ApiEvent>) -> Result<i32> {
+        let mut parts: Vec<Vec<ApiEvent>> = vec![Vec::new()];
+        let mut cost = 0;
+        for e in events {
+            // postcard: the path's length and bytes, the mask (≤ 5), three one-byte fields.
+            let c = path_cost(&e.path) + 12;
+            if cost + c > BATCH_BYTES && parts.last().is_some_and(|p| !p.is_empty()) {
+                parts.push(Vec::new());
+                cost = 0;
+            }
+            cost += c;
+            if let Some(p) = parts.last_mut() {
+                p.push(e);
+            }
+        }
+        let n = parts.len();
+        for (i, events) in parts.into_iter().enumerate() {
+            let more = i + 1 < n;
+            self.chan.send(
+                &Request::SoSync {
+                    job,
+                    env,
+                    events,
+                    more,
+                },
+                &[],
+            )?;
+        }
+        match self.next()? {
+            Reply::Started { job: j, pid } if j == job => Ok(pid),
+            _ => Err(ClientError::Unexpected("SoSync")),
+        }
     }
 }
 

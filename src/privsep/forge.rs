@@ -12,6 +12,7 @@ use crate::privsep::protocol::{
     encode, CallArgs, Channel, ExecEnv, HandlerRef, ListKind, RelPath, Request, Status, SyncType,
     MAX_DATAGRAM, VERSION,
 };
+use crate::privsep::protocol::{ApiEvent, ObjType};
 
 fn memfd(sealed: bool) -> Option<OwnedFd> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -47,6 +48,24 @@ fn exec(lists: Vec<ListKind>) -> Request {
             status: Status::Running,
             iteration: 1,
         },
+    }
+}
+
+fn so_sync(path: &[u8], recursive: bool, more: bool) -> Request {
+    Request::SoSync {
+        job: 999,
+        env: ExecEnv {
+            status: Status::Running,
+            iteration: 1,
+        },
+        events: vec![ApiEvent {
+            path: RelPath(path.to_vec()),
+            evmask: 2,
+            recursive,
+            old: ObjType::File,
+            new: ObjType::File,
+        }],
+        more,
     }
 }
 
@@ -181,6 +200,38 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             }
             None => return,
         },
+        // Mode so: a path that leaves the tree, a recursive (absolute) entry the configuration
+        // does not allow, a part of a call followed by another request.
+        "so-dotdot" => chan.send(&so_sync(b"a/../../etc", false, false), &[]),
+        "so-recursive" => chan.send(&so_sync(b"", true, false), &[]),
+        "so-interleaved" => chan
+            .send(&so_sync(b"a", false, true), &[])
+            .and_then(|()| chan.send(&Request::Kill { job: 1 }, &[])),
+        // A recursive (--have-recursive-sync) call where none is configured.
+        "exec-initialsync" => {
+            let Request::Exec {
+                job,
+                handler,
+                env,
+                mut call,
+                ..
+            } = exec(vec![])
+            else {
+                return;
+            };
+            call.sync_type = SyncType::Initialsync;
+            call.paths = vec![RelPath::root()];
+            chan.send(
+                &Request::Exec {
+                    job,
+                    handler,
+                    lists: vec![],
+                    env,
+                    call,
+                },
+                &[],
+            )
+        }
         "garbage" => chan.send_raw(&[0xff, 0xfe, 0xfd, 0x00, 0x42], &[]),
         "oversized" => chan.send_raw(&vec![1u8; MAX_DATAGRAM + 4096], &[]),
         other => {

@@ -29,11 +29,13 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 
 use crate::handler::template::path_arg;
 use crate::privsep::policy::ExecPolicy;
+use crate::privsep::protocol::{ApiEvent, SyncType};
 use crate::privsep::protocol::{
     CallArgs, Channel, Chunk, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError,
     RelPath, Reply, Request, StatResult, WatchResult, CHUNK_OVERHEAD, MAX_BATCH, MAX_DATAGRAM,
     VERSION,
 };
+use crate::privsep::soload::{self, CEvent, SharedObject, SoCall, SoMode, EVIF_RECURSIVELY};
 use crate::sandbox::cgroup::DaemonCgroups;
 use crate::sys;
 
@@ -99,7 +101,13 @@ struct Helper {
     s: HelperSetup,
     jobs: HashMap<u64, Job>,
     sigfd: SignalFd,
+    /// Mode so: the parts of a SoSync call received so far (job, events).
+    so_pending: Option<(u64, Vec<ApiEvent>)>,
 }
+
+/// Most events in one mode-so call, and most path bytes (the worker splits larger passes).
+pub const MAX_SO_EVENTS: usize = 1 << 20;
+pub const MAX_SO_BYTES: usize = 256 << 20;
 
 #[derive(Debug)]
 enum End {
@@ -131,6 +139,7 @@ pub fn run(mut setup: HelperSetup) -> ! {
                 s: setup,
                 jobs: HashMap::new(),
                 sigfd,
+                so_pending: None,
             };
             let end = h.serve();
             let worker_alive = matches!(end, End::Done | End::Refused(_) | End::Violation(_));
@@ -388,6 +397,12 @@ impl Helper {
                     other => return self.refuse(&format!("{} before the handshake", name(&other))),
                 }
             }
+            if let Some((job, _)) = &self.so_pending {
+                if !matches!(req, Request::SoSync { .. } | Request::Violation { .. }) {
+                    let why = format!("{} between the parts of SoSync job {job}", name(&req));
+                    return self.refuse(&why);
+                }
+            }
             match self.handle(req, fds) {
                 Ok(None) => {}
                 Ok(Some(end)) => return end,
@@ -522,7 +537,94 @@ impl Helper {
                 );
                 Ok(Some(End::Violation(syscall)))
             }
+            Request::SoSync {
+                job,
+                env,
+                events,
+                more,
+            } => self.so_sync(job, env, events, more),
         }
+    }
+
+    /// Mode so: collects the parts of a call, checks every event, and calls the shared object's
+    /// clsyncapi_sync in a handler child.
+    fn so_sync(
+        &mut self,
+        job: u64,
+        env: ExecEnv,
+        events: Vec<ApiEvent>,
+        more: bool,
+    ) -> Result<Option<End>, String> {
+        let Some(so) = self
+            .s
+            .policy
+            .shared_object
+            .clone()
+            .filter(|so| so.mode == SoMode::Sync)
+        else {
+            return Err("SoSync, but the configured handler is not a mode-so shared object".into());
+        };
+        for e in &events {
+            e.path
+                .validate()
+                .map_err(|err| format!("{err}: {:?}", e.path))?;
+        }
+        let mut all = match self.so_pending.take() {
+            Some((j, prev)) if j == job => prev,
+            Some((j, _)) => {
+                return Err(format!(
+                    "SoSync of job {job} while job {j} is still being sent"
+                ))
+            }
+            None => Vec::new(),
+        };
+        all.extend(events);
+        let bytes: usize = all.iter().map(|e| e.path.as_bytes().len() + 1).sum();
+        if all.len() > MAX_SO_EVENTS || bytes > MAX_SO_BYTES {
+            return Err(format!(
+                "a SoSync of {} events, {bytes} path bytes (at most {MAX_SO_EVENTS}, {MAX_SO_BYTES})",
+                all.len()
+            ));
+        }
+        if more {
+            self.so_pending = Some((job, all));
+            return Ok(None);
+        }
+        if all.iter().any(|e| e.recursive) && (!self.s.policy.have_recursive_sync || all.len() != 1)
+        {
+            return Err(
+                "a recursive SoSync event without --have-recursive-sync, or not alone in its call"
+                    .into(),
+            );
+        }
+        if self.jobs.contains_key(&job) {
+            return Err(format!("exec of job {job}, which is still running"));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        let watch_dir = self.s.policy.watch_dir.clone();
+        let c: Vec<CEvent> = all
+            .iter()
+            .map(|e| {
+                // A recursive (--have-recursive-sync) entry is absolute, as clsync passes it.
+                let path = if e.recursive {
+                    path_arg(e.path.as_bytes(), Some(&watch_dir))
+                } else {
+                    e.path.as_bytes().to_vec()
+                };
+                CEvent {
+                    // Validated above: no NUL.
+                    path: CString::new(path).unwrap_or_default(),
+                    evmask: e.evmask,
+                    flags: if e.recursive { EVIF_RECURSIVELY } else { 0 },
+                    objtype_old: e.old.c_value(),
+                    objtype_new: e.new.c_value(),
+                }
+            })
+            .collect();
+        let desc = format!("{}: clsyncapi_sync(n={})", so.path.display(), c.len());
+        self.start_so(job, so, SoCall::Sync(c), env, Vec::new(), &desc)
     }
 
     fn send(&self, r: &Reply) -> Result<Option<End>, String> {
@@ -739,6 +841,9 @@ impl Helper {
         env: ExecEnv,
         call: CallArgs,
     ) -> Result<Option<End>, String> {
+        if call.sync_type == SyncType::Initialsync {
+            return self.exec_initial(job, lists, fds, env, call);
+        }
         let want = self.s.policy.lists();
         if lists != want.as_slice() {
             return Err(format!(
@@ -764,6 +869,15 @@ impl Helper {
         }
         if self.jobs.len() >= MAX_JOBS {
             return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        if self
+            .s
+            .policy
+            .shared_object
+            .as_ref()
+            .is_some_and(|so| so.mode == SoMode::Sync)
+        {
+            return Err("Exec of the sync handler in mode so (it is called with SoSync)".into());
         }
         // Turn each sealed memfd into a file in our own directory.
         let mut files: Vec<CString> = Vec::new();
@@ -791,6 +905,31 @@ impl Helper {
                 .map_err(|_| "NUL in lists path".to_string())?;
             files.push(CString::new(name).unwrap_or_default());
             paths.insert(*kind, c);
+        }
+        if let Some(so) = self.s.policy.shared_object.clone() {
+            // rsyncso: clsyncapi_rsync(inclist, exclist) gets the files just written (exclist
+            // NULL with --rsync-prefer-include); they are unlinked after the call, unless -U.
+            let Some(inclist) = paths.get(&ListKind::Include).cloned() else {
+                self.unlink_all(&files);
+                return Err("rsyncso exec without an include list".into());
+            };
+            let exclist = paths.get(&ListKind::Exclude).cloned();
+            let desc = format!(
+                "{}: clsyncapi_rsync({}, {})",
+                so.path.display(),
+                inclist.to_string_lossy(),
+                exclist
+                    .as_ref()
+                    .map_or("NULL".into(), |e| e.to_string_lossy().into_owned())
+            );
+            return self.start_so(
+                job,
+                so,
+                SoCall::Rsync { inclist, exclist },
+                env,
+                files,
+                &desc,
+            );
         }
         let p = &self.s.policy;
         let under = p.absolute_paths.then_some(p.watch_dir.as_slice());
@@ -823,14 +962,7 @@ impl Helper {
         env: ExecEnv,
         files: Vec<CString>,
     ) -> Result<Option<End>, String> {
-        let envp: Vec<CString> = [
-            format!("PATH={HANDLER_PATH}"),
-            format!("CLSYNC_STATUS={}", env.status.word()),
-            format!("CLSYNC_ITERATION={}", env.iteration),
-        ]
-        .into_iter()
-        .filter_map(|s| CString::new(s).ok())
-        .collect();
+        let envp = handler_env(env);
         let pid = match self.spawn(&argv, &envp) {
             Ok(pid) => pid,
             Err(e) => {
@@ -846,6 +978,86 @@ impl Helper {
             .collect::<Vec<_>>()
             .join(" ");
         self.started(job, pid, &desc, files)
+    }
+
+    /// A --have-recursive-sync call: the configured initial-sync template (clsync's `---`) with
+    /// one directory, made absolute here (the worker sends it relative), no list files.
+    fn exec_initial(
+        &mut self,
+        job: u64,
+        lists: &[ListKind],
+        fds: Vec<OwnedFd>,
+        env: ExecEnv,
+        call: CallArgs,
+    ) -> Result<Option<End>, String> {
+        let p = &self.s.policy;
+        if !p.have_recursive_sync || p.shared_object.is_some() || p.fixer.is_some() {
+            return Err(
+                "an initialsync exec, but --have-recursive-sync is not configured for an executed handler"
+                    .into(),
+            );
+        }
+        if !lists.is_empty() || !fds.is_empty() {
+            return Err("an initialsync exec with list files".into());
+        }
+        if call.paths.len() != 1 {
+            return Err(format!(
+                "an initialsync exec with {} paths (exactly one directory)",
+                call.paths.len()
+            ));
+        }
+        check_paths(&call.paths)?;
+        if self.jobs.contains_key(&job) {
+            return Err(format!("exec of job {job}, which is still running"));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        let path_args: Vec<Vec<u8>> = if p.initial_template.takes_paths() {
+            vec![path_arg(call.paths[0].as_bytes(), Some(&p.watch_dir))]
+        } else {
+            vec![]
+        };
+        let rest = p.initial_template.render(
+            &|_| Vec::new(),
+            SyncType::Initialsync,
+            call.event_mask,
+            &path_args,
+        );
+        // No NUL: the path was validated, the template came from a C argv.
+        let argv: Vec<CString> = std::iter::once(p.program.clone())
+            .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
+            .collect();
+        self.start(job, argv, env, Vec::new())
+    }
+
+    /// Forks a handler child that loads the shared object and makes `call` (see
+    /// [`crate::privsep::soload`]); it becomes the handler exactly as an exec'd one does.
+    fn start_so(
+        &mut self,
+        job: u64,
+        so: SharedObject,
+        call: SoCall,
+        env: ExecEnv,
+        files: Vec<CString>,
+        desc: &str,
+    ) -> Result<Option<End>, String> {
+        let envp = handler_env(env);
+        let helper_pid = sys::getpid();
+        let pid = match sys::fork() {
+            Err(e) => {
+                self.unlink_all(&files);
+                return Ok(Some(End::Failed(format!(
+                    "cannot start the sync handler: {e}"
+                ))));
+            }
+            Ok(ForkResult::Child) => {
+                let code = so_child(self, helper_pid, &so, &call, &envp);
+                sys::exit_now(code)
+            }
+            Ok(ForkResult::Parent { child }) => child,
+        };
+        self.started(job, pid, desc, files)
     }
 
     /// Checks that `fd` is a memfd sealed against every change and copies it into `name`.
@@ -1141,6 +1353,45 @@ fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) 
     }
 }
 
+/// The environment every handler gets: a fixed PATH and clsync's CLSYNC_* variables.
+fn handler_env(env: ExecEnv) -> Vec<CString> {
+    [
+        format!("PATH={HANDLER_PATH}"),
+        format!("CLSYNC_STATUS={}", env.status.word()),
+        format!("CLSYNC_ITERATION={}", env.iteration),
+    ]
+    .into_iter()
+    .filter_map(|s| CString::new(s).ok())
+    .collect()
+}
+
+/// A shared-object handler child: the handler's identity and capabilities (effective, as no
+/// exec raises the ambient ones), its environment, then the load and the call.
+fn so_child(
+    h: &Helper,
+    helper_pid: Pid,
+    so: &SharedObject,
+    call: &SoCall,
+    envp: &[CString],
+) -> i32 {
+    let keep: Vec<RawFd> = crate::log::syslog_fd().into_iter().collect();
+    if let Err(code) = enter_handler(h, helper_pid, &keep, true) {
+        return code;
+    }
+    // The environment an exec'd handler would get, and nothing of the helper's. This child is
+    // single-threaded, so changing the environment is sound.
+    let old: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        std::env::remove_var(k);
+    }
+    for kv in envp {
+        if let Some((k, v)) = kv.to_str().ok().and_then(|s| s.split_once('=')) {
+            std::env::set_var(k, v);
+        }
+    }
+    soload::run(so, call)
+}
+
 fn fixer_child(
     h: &Helper,
     helper_pid: Pid,
@@ -1188,5 +1439,6 @@ fn name(r: &Request) -> &'static str {
         Request::Standby => "Standby",
         Request::Shutdown => "Shutdown",
         Request::Violation { .. } => "Violation",
+        Request::SoSync { .. } => "SoSync",
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, Mode};
 use crate::handler::fixer::Fixer;
 use crate::handler::template::Template;
 use crate::privsep::protocol::ListKind;
+use crate::privsep::soload::SharedObject;
 
 /// clsync's limit on argv entries of one call; `%INCLUDE-LIST%` calls are split to fit it.
 pub const MAX_ARGV: usize = 256;
@@ -37,10 +38,19 @@ pub struct ExecPolicy {
     pub signature: u16,
     /// The built-in fixer that replaces a recognised chown/chgrp/chmod handler.
     pub fixer: Option<Fixer>,
+    /// Modes so and rsyncso: the shared object a handler child loads instead of an exec.
+    pub shared_object: Option<SharedObject>,
+    /// --have-recursive-sync: calls of type initialsync (one absolute path) are allowed, with
+    /// this template (clsync's `---` argument set, or the primary one).
+    pub have_recursive_sync: bool,
+    pub initial_template: Template,
     /// Hooks, run as `[hook, label]` with the handler's identity.
     pub pre_exit_hook: Option<CString>,
     pub exit_hook: Option<CString>,
 }
+
+/// clsync's default `---` set for mode shell (used with --have-recursive-sync).
+pub const DEFAULT_INITIAL_ARGS: [&str; 3] = ["initialsync", "%label%", "%INCLUDE-LIST%"];
 
 /// The default handler arguments of each mode (clsync 0.4.5's, see the man page).
 pub fn default_args(mode: Mode, prefer_include: bool) -> Vec<&'static str> {
@@ -80,6 +90,11 @@ pub fn default_args(mode: Mode, prefer_include: bool) -> Vec<&'static str> {
             "%watch-dir%/",
             "%destination-dir%/",
         ],
+        // No argv: the shared object's function is called. rsyncso's "template" only names the
+        // list files clsyncapi_rsync gets, so Exec carries exactly those.
+        Mode::So => vec![],
+        Mode::RsyncSo if prefer_include => vec!["%INCLUDE-LIST-PATH%"],
+        Mode::RsyncSo => vec!["%INCLUDE-LIST-PATH%", "%EXCLUDE-LIST-PATH%"],
     }
 }
 
@@ -98,8 +113,8 @@ impl ExecPolicy {
             }
         };
         let mut args: Vec<Vec<u8>> = match &cfg.handler_args {
-            Some(a) => a.clone(),
-            None => default_args(cfg.mode, cfg.prefer_include)
+            Some(a) if !cfg.mode.is_so() => a.clone(),
+            _ => default_args(cfg.mode, cfg.prefer_include)
                 .into_iter()
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
@@ -113,6 +128,20 @@ impl ExecPolicy {
             args.insert(0, b"-P".to_vec());
         }
         let template = Template::parse(&args, cfg.prefer_include, &lower);
+        // --have-recursive-sync calls: clsync's `---` set; without one, shell's default
+        // `initialsync %label% %INCLUDE-LIST%` when no handler arguments were given at all,
+        // otherwise the primary set (%TYPE% is then `initialsync`).
+        let initial_template = match (&cfg.initial_args, cfg.mode) {
+            (Some(a), _) => Template::parse(a, cfg.prefer_include, &lower),
+            (None, Mode::Shell) if cfg.handler_args.is_none() => {
+                let a: Vec<Vec<u8>> = DEFAULT_INITIAL_ARGS
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect();
+                Template::parse(&a, cfg.prefer_include, &lower)
+            }
+            _ => template.clone(),
+        };
         ExecPolicy {
             program,
             template,
@@ -125,6 +154,9 @@ impl ExecPolicy {
             keep_lists: cfg.keep_lists,
             rules_file: cfg.rules_file.clone(),
             fixer: cfg.fixer.clone(),
+            shared_object: cfg.shared_object.clone(),
+            have_recursive_sync: cfg.have_recursive_sync,
+            initial_template,
             signature: cfg.modification_signature,
             standby_file: cfg.standby_file.clone(),
             pre_exit_hook: cfg

@@ -243,6 +243,42 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+/// clsync's `eventobjtype_t`: what a path was before and after the events of a mode-so call.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjType {
+    Unknown,
+    DoesntExist,
+    File,
+    Dir,
+}
+
+impl ObjType {
+    /// The C value (`EOT_UNKNOWN` 0, `EOT_DOESNTEXIST` 1, `EOT_FILE` 2, `EOT_DIR` 3).
+    pub fn c_value(self) -> i32 {
+        match self {
+            ObjType::Unknown => 0,
+            ObjType::DoesntExist => 1,
+            ObjType::File => 2,
+            ObjType::Dir => 3,
+        }
+    }
+}
+
+/// One entry of a mode-so call: clsync's `api_eventinfo_t` before it becomes C.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApiEvent {
+    /// Relative to the watch root (the root is the empty path), checked by the helper.
+    pub path: RelPath,
+    /// The inotify bits seen for the path (any value: the handler only reads it).
+    pub evmask: u32,
+    /// A --have-recursive-sync call (`EVIF_RECURSIVELY`): the helper passes the path absolute,
+    /// the watch dir joined with `path`, as clsync does. Refused unless configured, and only
+    /// alone in its call.
+    pub recursive: bool,
+    pub old: ObjType,
+    pub new: ObjType,
+}
+
 /// Worker → helper.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -291,6 +327,16 @@ pub enum Request {
     /// Sent by the worker's SIGSYS handler, once, just before it exits.
     Violation {
         syscall: i32,
+    },
+    /// Mode so: call the configured shared object's `clsyncapi_sync(n, events)` in a handler
+    /// child. A call larger than a datagram is sent in parts, each but the last with
+    /// `more: true` (no reply); the last gets `Started`, later `Exited` with the return value
+    /// as exit code. Nothing else may come between the parts.
+    SoSync {
+        job: u64,
+        env: ExecEnv,
+        events: Vec<ApiEvent>,
+        more: bool,
     },
 }
 
@@ -697,6 +743,52 @@ mod tests {
         ] {
             assert!(RelPath(bad.to_vec()).validate().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn so_sync_roundtrips_and_truncations_fail() {
+        let r = Request::SoSync {
+            job: 9,
+            env: ExecEnv {
+                status: Status::Initsync,
+                iteration: 0,
+            },
+            events: vec![
+                ApiEvent {
+                    path: RelPath::root(),
+                    evmask: libc::IN_CREATE | libc::IN_ISDIR,
+                    recursive: true,
+                    old: ObjType::DoesntExist,
+                    new: ObjType::Dir,
+                },
+                ApiEvent {
+                    path: RelPath(b"a/b.txt".to_vec()),
+                    evmask: 10,
+                    recursive: false,
+                    old: ObjType::File,
+                    new: ObjType::Unknown,
+                },
+            ],
+            more: false,
+        };
+        let b = encode(&r).unwrap();
+        assert_eq!(decode::<Request>(&b).unwrap(), r);
+        for cut in 0..b.len() {
+            assert!(
+                decode::<Request>(&b[..cut]).is_err(),
+                "prefix {cut} decoded"
+            );
+        }
+        let c: Vec<i32> = [
+            ObjType::Unknown,
+            ObjType::DoesntExist,
+            ObjType::File,
+            ObjType::Dir,
+        ]
+        .iter()
+        .map(|o| o.c_value())
+        .collect();
+        assert_eq!(c, [0, 1, 2, 3]);
     }
 
     #[test]

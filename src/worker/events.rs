@@ -46,8 +46,9 @@ impl Worker {
         if !new_dirs.is_empty() {
             // New directories are watched, then listed: what was created in them before the
             // watch existed is synced too (recursively in the rsync modes, node by node in the
-            // others).
-            let nodes = self.per_node().then_some(QueueId::Normal);
+            // others; with --have-recursive-sync by their own initialsync call).
+            let nodes =
+                (self.per_node() && !self.cfg.have_recursive_sync).then_some(QueueId::Normal);
             let mode = WalkMode {
                 watch: true,
                 excludes: QueueId::Normal,
@@ -128,7 +129,12 @@ impl Worker {
                 if !dropped.is_empty() {
                     let _ = self.client.unwatch(dropped);
                 }
-                if perm & rules::SYNC != 0 {
+                if self.cfg.have_recursive_sync {
+                    // Its watches moved with it; one recursive call syncs it under its name.
+                    if perm & rules::SYNC != 0 {
+                        self.recursive.push_back(path.0);
+                    }
+                } else if perm & rules::SYNC != 0 {
                     self.enqueue(QueueId::Normal, path.0, whole);
                     if self.per_node() {
                         new_dirs.push(child);
@@ -137,7 +143,13 @@ impl Worker {
                     self.exclude(QueueId::Normal, path.0);
                 }
             } else if ev.has(libc::IN_CREATE | libc::IN_MOVED_TO) {
-                if perm & rules::SYNC != 0 {
+                if self.cfg.have_recursive_sync {
+                    // clsync: an immediate initialsync call of the new directory, instead of
+                    // syncing its creation and its content node by node.
+                    if perm & rules::SYNC != 0 {
+                        self.recursive.push_back(path.0);
+                    }
+                } else if perm & rules::SYNC != 0 {
                     self.enqueue(QueueId::Normal, path.0, whole);
                 } else {
                     self.exclude(QueueId::Normal, path.0);

@@ -39,8 +39,8 @@ use crate::monitor::tree::{NodeId, Tree, ROOT};
 use crate::privsep::client::{path_cost, Client, ClientError, BATCH_BYTES};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{
-    CallArgs, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath, StatResult, Status,
-    SyncType, WatchResult,
+    ApiEvent, CallArgs, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, RelPath, StatResult,
+    Status, SyncType, WatchResult,
 };
 use crate::queue::{Batch, Delays, Item, QueueId, Queues};
 use crate::rules::{self, ObjKind, Rules};
@@ -84,10 +84,12 @@ pub fn signal_fd() -> nix::Result<SignalFd> {
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// One handler call of a pass: its sealed lists and per-call values.
+/// One handler call of a pass: its sealed lists and per-call values, or (mode so) the events
+/// for the shared object's clsyncapi_sync.
 struct Call {
     lists: Vec<(ListKind, OwnedFd)>,
     args: CallArgs,
+    so_events: Option<Vec<ApiEvent>>,
 }
 
 struct Running {
@@ -99,6 +101,8 @@ struct Running {
     /// -k: when the current call is killed; `kills` counts the signals sent.
     deadline: Option<Instant>,
     kills: u32,
+    /// A --have-recursive-sync call of this directory (put back for a retry).
+    recursive: Option<Vec<u8>>,
 }
 
 /// inotify bits clsync reports for nodes found by a walk.
@@ -165,6 +169,11 @@ pub struct Worker {
     exit_code: Option<i32>,
     buf: Vec<u8>,
     hooks: TestHooks,
+    /// Whether excluded paths are used by any list (see [`Worker::exclude`]).
+    keep_excludes: bool,
+    /// --have-recursive-sync: directories (relative; the root is empty) waiting for their
+    /// `initialsync` call, which runs before any other pass, without delay.
+    recursive: VecDeque<Vec<u8>>,
 }
 
 impl Worker {
@@ -183,7 +192,10 @@ impl Worker {
             }
         };
         let policy = ExecPolicy::from_config(&s.cfg);
+        let keep_excludes = s.cfg.mode.is_rsync() || policy.lists().contains(&ListKind::Exclude);
         Worker {
+            keep_excludes,
+            recursive: VecDeque::new(),
             rules: s.cfg.rules.clone(),
             policy,
             fifo: VecDeque::new(),
@@ -417,13 +429,18 @@ impl Worker {
         }
         let per_node = self.per_node();
         let initial = !self.cfg.skip_initialsync;
+        // --have-recursive-sync: the walk only watches; one recursive call syncs the tree.
+        let recursive = self.cfg.have_recursive_sync;
         let mode = WalkMode {
             watch: !self.cfg.only_initialsync,
             excludes: QueueId::Instant,
-            nodes: (per_node && initial).then_some(QueueId::Instant),
+            nodes: (per_node && initial && !recursive).then_some(QueueId::Instant),
             prune: false,
             full: self.cfg.full_initialsync,
         };
+        if recursive && initial {
+            self.recursive.push_back(Vec::new());
+        }
         if mode.nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
         }
@@ -589,7 +606,7 @@ impl Worker {
 
     /// When the next pass may start (None: nothing pending), retry back-off included.
     fn next_pass(&self, now: Instant, ignore_delays: bool) -> Option<Instant> {
-        let due = if self.fifo.is_empty() {
+        let due = if self.fifo.is_empty() && self.recursive.is_empty() {
             self.queues.next_pass(now, ignore_delays)?
         } else {
             now
@@ -601,7 +618,11 @@ impl Worker {
     /// and forgetting what is gone; then one recursive entry (rsync modes) or every node.
     fn full_resync(&mut self) -> Result<(), ClientError> {
         let per_node = self.per_node();
-        let nodes = per_node.then_some(QueueId::Instant);
+        let recursive = self.cfg.have_recursive_sync;
+        let nodes = (per_node && !recursive).then_some(QueueId::Instant);
+        if recursive {
+            self.recursive.push_back(Vec::new());
+        }
         if nodes.is_some() && self.sync_allowed(b"", ObjKind::Dir) {
             self.enqueue(QueueId::Instant, Vec::new(), Item::new(CREATED_DIR, false));
         }
@@ -657,7 +678,7 @@ impl Worker {
     }
 
     fn pending_empty(&self) -> bool {
-        self.queues.is_empty() && self.fifo.is_empty()
+        self.queues.is_empty() && self.fifo.is_empty() && self.recursive.is_empty()
     }
 
     /// Puts a path to sync where the mode wants it: simple mode runs one call per event in
@@ -670,8 +691,10 @@ impl Worker {
         }
     }
 
+    /// Remembers a path the rules refuse, for the lists that name such paths: rsync exclude
+    /// lists, or a template with `%EXCLUDE-LIST-PATH%` (elsewhere, as in clsync, it is omitted).
     fn exclude(&mut self, q: QueueId, path: Vec<u8>) {
-        if self.cfg.mode != Mode::Simple {
+        if self.keep_excludes {
             self.queues.exclude(q, path, Instant::now());
         }
     }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use crate::privsep::protocol::ObjType;
 
 impl Worker {
     // ---- stage 3: sync passes ----
@@ -13,6 +14,9 @@ impl Worker {
         now: Instant,
         ignore_delays: bool,
     ) -> Result<bool, ClientError> {
+        if !self.recursive.is_empty() {
+            return self.start_recursive();
+        }
         let batch = if self.fifo.is_empty() {
             self.queues.take_due(now, ignore_delays)
         } else {
@@ -73,6 +77,49 @@ impl Worker {
             rest: calls,
             deadline,
             kills: 0,
+            recursive: None,
+        });
+        Ok(true)
+    }
+
+    /// --have-recursive-sync: the next directory's `initialsync` call, right away (no delay,
+    /// no standby: clsync makes it while handling the event). As in clsync it sees the
+    /// iteration before it is counted (the start-up call sees 0).
+    fn start_recursive(&mut self) -> Result<bool, ClientError> {
+        let Some(dir) = self.recursive.pop_front() else {
+            return Ok(false);
+        };
+        let initial = !self.initial_done && dir.is_empty();
+        let call = if self.cfg.mode == Mode::So {
+            so_call(vec![ApiEvent {
+                path: RelPath(dir.clone()),
+                evmask: CREATED_DIR,
+                recursive: true,
+                old: ObjType::DoesntExist,
+                new: ObjType::Dir,
+            }])
+        } else {
+            Call {
+                lists: vec![],
+                args: CallArgs {
+                    sync_type: SyncType::Initialsync,
+                    event_mask: None,
+                    paths: vec![RelPath(dir.clone())],
+                },
+                so_events: None,
+            }
+        };
+        let job = self.exec(call)?;
+        self.iteration += 1;
+        let deadline = self.deadline();
+        self.running.push(Running {
+            job,
+            batch: Batch::default(),
+            initial,
+            rest: VecDeque::new(),
+            deadline,
+            kills: 0,
+            recursive: Some(dir),
         });
         Ok(true)
     }
@@ -171,7 +218,14 @@ impl Worker {
             call.args.paths.len(),
             call.args.sync_type
         );
-        self.client.exec(job, call.lists, env, call.args)?;
+        match call.so_events {
+            Some(events) => {
+                self.client.so_sync(job, env, events)?;
+            }
+            None => {
+                self.client.exec(job, call.lists, env, call.args)?;
+            }
+        }
         Ok(job)
     }
 
@@ -180,6 +234,26 @@ impl Worker {
     pub(super) fn build_calls(&self, batch: &Batch) -> std::io::Result<VecDeque<Call>> {
         let want = self.policy.lists();
         let mut calls = VecDeque::new();
+        if self.cfg.mode == Mode::So {
+            // The shared object gets every path of the pass in one call (a pass beyond the
+            // helper's limits is split).
+            let mut events: Vec<ApiEvent> = Vec::new();
+            let mut bytes = 0;
+            for (p, it) in &batch.includes {
+                if events.len() >= crate::privsep::helper::MAX_SO_EVENTS
+                    || bytes + p.len() + 1 > crate::privsep::helper::MAX_SO_BYTES
+                {
+                    calls.push_back(so_call(std::mem::take(&mut events)));
+                    bytes = 0;
+                }
+                bytes += p.len() + 1;
+                events.push(api_event(p, it));
+            }
+            if !events.is_empty() {
+                calls.push_back(so_call(events));
+            }
+            return Ok(calls);
+        }
         if self.cfg.mode.is_rsync() {
             // --rsync-inclimit: a list that reached the limit (ancestor lines counted) is run
             // as it is and a new one started; every part gets the whole exclude list.
@@ -257,7 +331,11 @@ impl Worker {
                     event_mask: None,
                     paths: vec![],
                 };
-                calls.push_back(Call { lists: fds, args });
+                calls.push_back(Call {
+                    lists: fds,
+                    args,
+                    so_events: None,
+                });
             }
             return Ok(calls);
         }
@@ -304,6 +382,7 @@ impl Worker {
                 calls.push_back(Call {
                     lists: shell_lists(std::slice::from_ref(&(p.clone(), *it)))?,
                     args,
+                    so_events: None,
                 });
             }
         } else if max > 0 {
@@ -317,6 +396,7 @@ impl Worker {
                 calls.push_back(Call {
                     lists: shell_lists(chunk)?,
                     args,
+                    so_events: None,
                 });
             }
         } else {
@@ -328,6 +408,7 @@ impl Worker {
             calls.push_back(Call {
                 lists: shell_lists(entries)?,
                 args,
+                so_events: None,
             });
         }
         Ok(calls)
@@ -400,7 +481,9 @@ impl Worker {
             );
             self.set_status(Status::SynchandlerError);
             self.retry_at = Some(Instant::now() + Duration::from_secs(wait));
-            if self.cfg.mode == Mode::Simple {
+            if let Some(dir) = run.recursive {
+                self.recursive.push_front(dir);
+            } else if self.cfg.mode == Mode::Simple {
                 for (p, it) in run.batch.includes.into_iter().rev() {
                     self.fifo.push_front((p, it.mask));
                 }
@@ -431,6 +514,48 @@ impl Worker {
         );
         self.exit_code.get_or_insert(code);
         Ok(())
+    }
+}
+
+/// A mode-so call with these events.
+fn so_call(events: Vec<ApiEvent>) -> Call {
+    Call {
+        lists: vec![],
+        args: CallArgs {
+            sync_type: SyncType::Synclist,
+            event_mask: None,
+            paths: vec![],
+        },
+        so_events: Some(events),
+    }
+}
+
+/// clsync's api_eventinfo_t for a queued path. The object types come from the aggregated mask:
+/// a creation or move in means nothing was there before, a deletion or move away that nothing
+/// is there after (clsync takes them from the first and the last event, which differs only for
+/// a path deleted and created again within one collection: both are DOESNTEXIST here).
+fn api_event(path: &[u8], it: &Item) -> ApiEvent {
+    let kind = if it.mask & libc::IN_ISDIR != 0 {
+        ObjType::Dir
+    } else {
+        ObjType::File
+    };
+    let old = if it.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+        ObjType::DoesntExist
+    } else {
+        kind
+    };
+    let new = if it.mask & (libc::IN_DELETE | libc::IN_DELETE_SELF | libc::IN_MOVED_FROM) != 0 {
+        ObjType::DoesntExist
+    } else {
+        kind
+    };
+    ApiEvent {
+        path: RelPath(path.to_vec()),
+        evmask: it.mask,
+        recursive: false,
+        old,
+        new,
     }
 }
 

@@ -21,6 +21,7 @@ use clsync_rs::privsep::protocol::{
     ProtoError, RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult, MAX_DATAGRAM,
     VERSION,
 };
+use clsync_rs::privsep::protocol::{ApiEvent, ObjType};
 use clsync_rs::rules::{ObjKind, Rules, ALL, MONITOR, SYNC, WALK};
 use clsync_rs::sandbox::caps::parse_cap_list;
 
@@ -120,6 +121,30 @@ pub fn sample_requests() -> Vec<Request> {
         Request::Standby,
         Request::Shutdown,
         Request::Violation { syscall: 59 },
+        Request::SoSync {
+            job: 3,
+            env: ExecEnv {
+                status: Status::Initsync,
+                iteration: 0,
+            },
+            events: vec![
+                ApiEvent {
+                    path: RelPath::root(),
+                    evmask: u32::MAX,
+                    recursive: true,
+                    old: ObjType::DoesntExist,
+                    new: ObjType::Dir,
+                },
+                ApiEvent {
+                    path: p(b"../n\nl"),
+                    evmask: 0,
+                    recursive: false,
+                    old: ObjType::Unknown,
+                    new: ObjType::File,
+                },
+            ],
+            more: true,
+        },
     ]
 }
 
