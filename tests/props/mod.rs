@@ -833,23 +833,53 @@ pub fn check_inotify_roundtrip(evs: &[RawEvent<'_>], extra: usize) {
 /// clsync's numbers (strtol with base 0), written independently: blanks (space, tab, CR, LF)
 /// around, an optional `+`, then `0x`/`0X` and hex digits, or `0` and octal digits, or decimal
 /// digits; the value must fit in 64 bits. Nothing else: no sign after a prefix, no `-`.
+///
+/// A byte-at-a-time state machine, deliberately unlike `parse_num`'s prefix stripping, so the
+/// two can disagree when one of them is wrong.
 pub fn reference_num(s: &str) -> Option<u64> {
-    let t = s.trim_matches([' ', '\t', '\r', '\n']);
-    let t = t.strip_prefix('+').unwrap_or(t);
-    let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        (h, 16)
-    } else if t.len() > 1 && t.starts_with('0') {
-        (&t[1..], 8)
-    } else {
-        (t, 10)
-    };
-    if digits.is_empty() {
-        return None;
+    #[derive(Clone, Copy)]
+    enum St {
+        Lead,
+        Sign,
+        Zero,
+        HexStart,
+        Num(u32),
+        Trail,
     }
-    digits.chars().try_fold(0u64, |v, c| {
-        v.checked_mul(u64::from(radix))?
-            .checked_add(u64::from(c.to_digit(radix)?))
-    })
+    let blank = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let digit = |c: u8, radix: u32| (c as char).to_digit(radix);
+    let (mut st, mut v) = (St::Lead, 0u64);
+    for &c in s.as_bytes() {
+        st = match (st, c) {
+            (St::Lead, c) if blank(c) => St::Lead,
+            (St::Lead, b'+') => St::Sign,
+            (St::Lead | St::Sign, b'0') => St::Zero,
+            (St::Lead | St::Sign, b'1'..=b'9') => {
+                v = u64::from(c - b'0');
+                St::Num(10)
+            }
+            (St::Zero, b'x' | b'X') => St::HexStart,
+            (St::Zero, b'0'..=b'7') => {
+                v = u64::from(c - b'0');
+                St::Num(8)
+            }
+            (St::HexStart, c) => {
+                v = u64::from(digit(c, 16)?);
+                St::Num(16)
+            }
+            (St::Num(r), c) if digit(c, r).is_some() => {
+                v = v.checked_mul(u64::from(r))?.checked_add(u64::from(digit(c, r)?))?;
+                St::Num(r)
+            }
+            (St::Zero | St::Num(_) | St::Trail, c) if blank(c) => St::Trail,
+            _ => return None,
+        };
+    }
+    match st {
+        St::Zero => Some(0),
+        St::Num(_) | St::Trail => Some(v),
+        St::Lead | St::Sign | St::HexStart => None,
+    }
 }
 
 /// `parse_num` never panics and agrees with [`reference_num`]; a refusal quotes the input.
