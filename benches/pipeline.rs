@@ -71,13 +71,13 @@ fn inotify_buffer(n: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 0..n {
         let name = format!("f{i:07}.txt");
-        let padded = (name.len() + 1).div_ceil(16) * 16;
-        out.extend_from_slice(&(i as i32 % 5000 + 1).to_ne_bytes());
-        out.extend_from_slice(&(libc::IN_CLOSE_WRITE).to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(&(padded as u32).to_ne_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.resize(out.len() + padded - name.len(), 0);
+        let ev = inotify::RawEvent {
+            wd: i as i32 % 5000 + 1,
+            mask: libc::IN_CLOSE_WRITE,
+            cookie: 0,
+            name: name.as_bytes(),
+        };
+        inotify::encode(&ev, 0, &mut out);
     }
     out
 }

@@ -46,12 +46,14 @@ pub fn events(buf: &[u8]) -> impl Iterator<Item = RawEvent<'_>> {
     })
 }
 
-#[cfg(test)]
-pub fn encode(ev: &RawEvent<'_>, out: &mut Vec<u8>) {
+/// Appends `ev` as the kernel lays it out: a 16-byte header, then the name NUL-padded to a
+/// multiple of 16 (no name: no bytes), plus `extra` more NULs (a length field may promise more
+/// padding than that). The inverse of [`events`], for tests, benchmarks and fuzz seeds.
+pub fn encode(ev: &RawEvent<'_>, extra: usize, out: &mut Vec<u8>) {
     let padded = if ev.name.is_empty() {
-        0
+        extra
     } else {
-        (ev.name.len() + 1).div_ceil(16) * 16
+        (ev.name.len() + 1).div_ceil(16) * 16 + extra
     };
     out.extend_from_slice(&ev.wd.to_ne_bytes());
     out.extend_from_slice(&ev.mask.to_ne_bytes());
@@ -95,7 +97,7 @@ mod tests {
         ];
         let mut buf = Vec::new();
         for e in &evs {
-            encode(e, &mut buf);
+            encode(e, 0, &mut buf);
         }
         let got: Vec<_> = events(&buf).collect();
         assert_eq!(got, evs);
@@ -111,6 +113,7 @@ mod tests {
                 cookie: 0,
                 name: b"abcdef",
             },
+            0,
             &mut buf,
         );
         for cut in 0..buf.len() {

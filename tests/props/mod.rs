@@ -745,17 +745,7 @@ pub fn check_lists(ops: &[ListOp]) {
 /// empty name); `extra` more NUL bytes of padding per record.
 pub fn encode_events(evs: &[RawEvent<'_>], extra: usize, out: &mut Vec<u8>) {
     for ev in evs {
-        let padded = if ev.name.is_empty() {
-            extra
-        } else {
-            (ev.name.len() + 1).div_ceil(16) * 16 + extra
-        };
-        out.extend_from_slice(&ev.wd.to_ne_bytes());
-        out.extend_from_slice(&ev.mask.to_ne_bytes());
-        out.extend_from_slice(&ev.cookie.to_ne_bytes());
-        out.extend_from_slice(&(padded as u32).to_ne_bytes());
-        out.extend_from_slice(ev.name);
-        out.resize(out.len() + padded - ev.name.len(), 0);
+        clsync_rs::monitor::inotify::encode(ev, extra, out);
     }
 }
 
@@ -868,7 +858,9 @@ pub fn reference_num(s: &str) -> Option<u64> {
                 St::Num(16)
             }
             (St::Num(r), c) if digit(c, r).is_some() => {
-                v = v.checked_mul(u64::from(r))?.checked_add(u64::from(digit(c, r)?))?;
+                v = v
+                    .checked_mul(u64::from(r))?
+                    .checked_add(u64::from(digit(c, r)?))?;
                 St::Num(r)
             }
             (St::Zero | St::Num(_) | St::Trail, c) if blank(c) => St::Trail,
