@@ -490,10 +490,21 @@ fn list_ops(r: &mut Rng) -> Vec<ListOp> {
         ListFlags::NONE,
         ListFlags::RECURSIVE,
         ListFlags::CONTENT_RECURSIVE,
+        ListFlags::CHILDREN,
         ListFlags {
             recursive: true,
             content_recursive: true,
             children: false,
+        },
+        ListFlags {
+            recursive: false,
+            content_recursive: true,
+            children: true,
+        },
+        ListFlags {
+            recursive: true,
+            content_recursive: false,
+            children: true,
         },
     ];
     let mut earlier: Vec<Vec<u8>> = Vec::new();

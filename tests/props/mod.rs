@@ -575,13 +575,19 @@ fn model(ops: &[ListOp]) -> (Vec<ModelEntry>, Vec<ModelEntry>) {
         fn add(&mut self, p: &[u8], f: ListFlags) {
             match self.index.get(p) {
                 Some(&i) => {
-                    self.entries[i].1 |= f.recursive;
-                    self.entries[i].2 |= f.content_recursive;
+                    let e = &mut self.entries[i];
+                    e.rec |= f.recursive;
+                    e.content |= f.content_recursive;
+                    e.children |= f.children;
                 }
                 None => {
                     self.index.insert(p.to_vec(), self.entries.len());
-                    self.entries
-                        .push((p.to_vec(), f.recursive, f.content_recursive));
+                    self.entries.push(ModelEntry {
+                        path: p.to_vec(),
+                        rec: f.recursive,
+                        content: f.content_recursive,
+                        children: f.children,
+                    });
                 }
             }
         }
@@ -601,8 +607,35 @@ fn model(ops: &[ListOp]) -> (Vec<ModelEntry>, Vec<ModelEntry>) {
     (inc.entries, exc.entries)
 }
 
-/// A model entry: path, recursive, content-recursive.
-type ModelEntry = (Vec<u8>, bool, bool);
+/// A model entry: a path and its flags OR-ed over every op that named it.
+struct ModelEntry {
+    path: Vec<u8>,
+    rec: bool,
+    content: bool,
+    children: bool,
+}
+
+impl ModelEntry {
+    /// The lines rsync must get for the entry, as (path, suffix): `/***` when recursive (which
+    /// wins), else for CHILDREN the directory itself (not for the root) and `/*` (`/**` with
+    /// content-recursive) for what is in it, else one line with `/**` or nothing.
+    fn lines(&self) -> Vec<(&[u8], &'static [u8])> {
+        let p = self.path.as_slice();
+        match (self.rec, self.children, self.content) {
+            (true, ..) => vec![(p, b"/***")],
+            (false, true, content) => {
+                let inner: &'static [u8] = if content { b"/**" } else { b"/*" };
+                if p.is_empty() {
+                    vec![(p, inner)]
+                } else {
+                    vec![(p, b""), (p, inner)]
+                }
+            }
+            (false, false, true) => vec![(p, b"/**")],
+            (false, false, false) => vec![(p, b"")],
+        }
+    }
+}
 
 /// One item of a list line as rsync reads it.
 #[derive(Debug, PartialEq)]
@@ -615,7 +648,7 @@ enum Tok {
 /// Reads one list line the way rsync reads an anchored pattern, and checks it matches `path` with
 /// the suffix the flags call for. rsync treats a pattern with `*`, `?` or `[` as a wildcard pattern
 /// (then `\x` is a literal `x` and `[...]` a class); any other pattern is compared literally.
-fn check_line(line: &[u8], path: &[u8], rec: bool, content: bool) {
+fn check_line(line: &[u8], path: &[u8], suffix: &[u8]) {
     let show = || {
         format!(
             "line {:?} for path {:?}",
@@ -624,13 +657,6 @@ fn check_line(line: &[u8], path: &[u8], rec: bool, content: bool) {
         )
     };
     assert!(!line.contains(&b'\r'), "raw CR: {}", show());
-    let suffix: &[u8] = if rec {
-        b"/***"
-    } else if content {
-        b"/**"
-    } else {
-        b""
-    };
     let body = line
         .strip_suffix(suffix)
         .unwrap_or_else(|| panic!("missing suffix: {}", show()));
@@ -695,6 +721,7 @@ fn check_line(line: &[u8], path: &[u8], rec: bool, content: bool) {
 
 fn check_list_output(out: &[u8], model: &[ModelEntry], len: usize, what: &str) {
     assert_eq!(len, model.len(), "{what}: entry count");
+    let want: Vec<(&[u8], &[u8])> = model.iter().flat_map(ModelEntry::lines).collect();
     assert!(
         out.is_empty() || out.ends_with(b"\n"),
         "{what}: unterminated"
@@ -705,16 +732,16 @@ fn check_list_output(out: &[u8], model: &[ModelEntry], len: usize, what: &str) {
         .collect();
     assert_eq!(
         lines.len(),
-        model.len(),
-        "{what}: one line per distinct entry (a name added a line?)"
+        want.len(),
+        "{what}: the lines of each distinct entry (a name added a line?)"
     );
-    for (line, (path, rec, content)) in lines.iter().zip(model) {
-        check_line(line, path, *rec, *content);
+    for (line, (path, suffix)) in lines.iter().zip(want) {
+        check_line(line, path, suffix);
     }
 }
 
-/// Builds the lists from `ops` and checks them against the model: one `\n`-terminated line per
-/// distinct entry (ancestors included), in order, each line matching exactly its path in rsync's
+/// Builds the lists from `ops` and checks them against the model: the `\n`-terminated lines of
+/// each distinct entry (ancestors included; two for CHILDREN), in order, each line matching exactly its path in rsync's
 /// reading, never a raw `\n`/`\r` from a name, never an unanchored line.
 pub fn check_lists(ops: &[ListOp]) {
     let mut l = RsyncLists::new();
@@ -727,8 +754,8 @@ pub fn check_lists(ops: &[ListOp]) {
     }
     let (inc, exc) = model(ops);
     assert_eq!(l.is_empty(), ops.is_empty());
-    for (p, ..) in &inc {
-        assert!(l.has_include(p));
+    for e in &inc {
+        assert!(l.has_include(&e.path));
     }
     let mut out = Vec::new();
     l.write_include(&mut out).unwrap();
