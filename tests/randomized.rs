@@ -289,6 +289,26 @@ fn mutate(r: &mut Rng, valid: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn wire_samples_cover_every_variant_and_roundtrip() {
+    let reqs = sample_requests();
+    let mut seen: Vec<usize> = reqs.iter().map(request_variant).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..REQUEST_VARIANTS).collect::<Vec<_>>(), "requests");
+    let reps = sample_replies();
+    let mut seen: Vec<usize> = reps.iter().map(reply_variant).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..REPLY_VARIANTS).collect::<Vec<_>>(), "replies");
+    for r in reqs {
+        assert_eq!(decode::<Request>(&encode(&r).unwrap()).unwrap(), r);
+    }
+    for r in reps {
+        assert_eq!(decode::<Reply>(&encode(&r).unwrap()).unwrap(), r);
+    }
+}
+
+#[test]
 fn wire_messages_roundtrip_and_mutants_never_panic() {
     let mut r = Rng::new(1);
     let mut inputs = 0usize;

@@ -59,6 +59,42 @@ pub const HOSTILE_NAMES: &[&[u8]] = &[
     b"",
 ];
 
+/// Number of `Request` and `Reply` variants; [`request_variant`] and [`reply_variant`] number
+/// them with exhaustive matches, so a new variant does not compile until it is numbered here
+/// (and the samples below must then include it: `tests/randomized.rs` checks that).
+pub const REQUEST_VARIANTS: usize = 11;
+pub const REPLY_VARIANTS: usize = 9;
+
+pub fn request_variant(r: &Request) -> usize {
+    match r {
+        Request::Hello { .. } => 0,
+        Request::Walk { .. } => 1,
+        Request::Unwatch { .. } => 2,
+        Request::Stat { .. } => 3,
+        Request::Exec { .. } => 4,
+        Request::Kill { .. } => 5,
+        Request::ReadRules => 6,
+        Request::Standby => 7,
+        Request::Shutdown => 8,
+        Request::Violation { .. } => 9,
+        Request::SoSync { .. } => 10,
+    }
+}
+
+pub fn reply_variant(r: &Reply) -> usize {
+    match r {
+        Reply::Hello { .. } => 0,
+        Reply::Walked { .. } => 1,
+        Reply::Unwatched => 2,
+        Reply::Stats { .. } => 3,
+        Reply::Started { .. } => 4,
+        Reply::Rules { .. } => 5,
+        Reply::Standby { .. } => 6,
+        Reply::Exited { .. } => 7,
+        Reply::Refused { .. } => 8,
+    }
+}
+
 /// One value of every `Request` variant, with hostile paths among the valid ones.
 pub fn sample_requests() -> Vec<Request> {
     let p = |b: &[u8]| RelPath(b.to_vec());
