@@ -612,20 +612,7 @@ mod tests {
     #[test]
     fn errors_name_step_and_errno() {
         // As a non-root child, dropping bounding caps fails with EPERM.
-        let out = in_child(|fd| {
-            if crate::sandbox::identity::drop_to(64500, 64500).is_err() {
-                return 2;
-            }
-            match worker_drop_bounding() {
-                Ok(()) => 3,
-                Err(e) => {
-                    let _ = child_write(fd, e.to_string().as_bytes());
-                    0
-                }
-            }
-        });
-        assert_eq!(exited(&out.status), Some(0));
-        let msg = out.text();
+        let msg = unprivileged_error(64500, worker_drop_bounding);
         assert!(msg.contains("PR_CAPBSET_DROP"), "{msg}");
         assert!(msg.contains("EPERM"), "{msg}");
     }

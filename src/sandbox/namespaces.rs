@@ -115,24 +115,8 @@ mod tests {
 
     #[test]
     fn unshare_needs_root() {
-        let out = in_child(|fd| {
-            if crate::sandbox::identity::drop_to(64600, 64600).is_err() {
-                return 2;
-            }
-            match unshare_worker() {
-                Ok(()) => 3,
-                Err(e) => {
-                    let _ = child_write(fd, e.to_string().as_bytes());
-                    0
-                }
-            }
-        });
-        assert_eq!(exited(&out.status), Some(0));
-        assert!(
-            out.text().contains("unshare(CLONE_NEWNET"),
-            "{}",
-            out.text()
-        );
-        assert!(out.text().contains("EPERM"), "{}", out.text());
+        let msg = unprivileged_error(64600, unshare_worker);
+        assert!(msg.contains("unshare(CLONE_NEWNET"), "{msg}");
+        assert!(msg.contains("EPERM"), "{msg}");
     }
 }

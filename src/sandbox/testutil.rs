@@ -35,6 +35,30 @@ impl ChildOutcome {
     }
 }
 
+/// Runs `step` in a child that first dropped to `uid`:`uid` (so it holds no privilege), asserts
+/// that the step failed, and returns its error's text (for "the error names the step and the
+/// errno" tests).
+#[track_caller]
+pub(crate) fn unprivileged_error<E: std::fmt::Display>(
+    uid: u32,
+    step: impl FnOnce() -> Result<(), E>,
+) -> String {
+    let out = in_child(|fd| {
+        if crate::sandbox::identity::drop_to(uid, uid).is_err() {
+            return 2;
+        }
+        match step() {
+            Ok(()) => 3,
+            Err(e) => {
+                let _ = child_write(fd, e.to_string().as_bytes());
+                0
+            }
+        }
+    });
+    out.assert_exit(0);
+    out.text()
+}
+
 /// Fork, run `f(pipe_write_fd)` in the child and `_exit` with its return value.
 pub(crate) fn in_child<F: FnOnce(RawFd) -> i32>(f: F) -> ChildOutcome {
     let (rd, wr): (OwnedFd, OwnedFd) =
