@@ -118,7 +118,9 @@ impl Worker {
             let whole = Item::new(mask, !self.per_node());
             if ev.has(libc::IN_MOVED_FROM) {
                 // Until its pair arrives, the old name is gone.
-                self.enqueue(QueueId::Normal, path.0.clone(), gone);
+                if gone_synced(&self.rules, path.as_bytes(), true) {
+                    self.enqueue(QueueId::Normal, path.0.clone(), gone);
+                }
                 if let Some(child) = self.tree.child(node, ev.name) {
                     moves.insert(ev.cookie, (child, true));
                 }
@@ -152,18 +154,21 @@ impl Worker {
                     // The kernel drops the watches itself (IN_IGNORED follows).
                     let _ = self.tree.remove(child);
                 }
-                self.enqueue(QueueId::Normal, path.0, whole);
+                if gone_synced(&self.rules, path.as_bytes(), true) {
+                    self.enqueue(QueueId::Normal, path.0, whole);
+                }
             } else if ev.has(libc::IN_ATTRIB) && perm & rules::SYNC != 0 {
                 self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
             }
             return;
         }
         if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
-            // Gone: no type to check; a deleted path is always synced so the copy follows.
             if !self.signatures.is_empty() {
                 self.signatures.remove(&path.0);
             }
-            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+            if gone_synced(&self.rules, path.as_bytes(), false) {
+                self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+            }
         } else {
             to_stat.push((path, mask));
         }
@@ -249,5 +254,55 @@ impl Worker {
             paths = rest;
         }
         Ok(())
+    }
+}
+
+/// Whether a path that is gone (deleted, or moved away) is synced. As clsync decides it: by the
+/// rules, for a directory if the event says it was one, else for a regular file, the type
+/// clsync gives whatever it cannot lstat (reference §2.2, §2.3). A gone path the rules exclude
+/// is not handed to the handler: with the authorized_keys example of clsync's manual
+/// (`-Mdirect -Scp -- -Pfp --parents %INCLUDE-LIST% %destination-dir%`), `cp` failed on every
+/// other file removed from a home directory.
+fn gone_synced(r: &Rules, path: &[u8], is_dir: bool) -> bool {
+    let kind = if is_dir { ObjKind::Dir } else { ObjKind::File };
+    r.is_empty() || r.perm(path, kind, rules::SYNC) & rules::SYNC != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules of the authorized_keys example in clsync's manual.
+    fn authorized_keys() -> Rules {
+        Rules::parse(b"+w^$\n+w^[^/]+$\n+W^[^/]+/.ssh$\n+f^[^/]+/.ssh/authorized_keys$\n-*\n")
+            .unwrap()
+    }
+
+    #[test]
+    fn gone_paths_are_synced_only_where_the_rules_allow() {
+        let r = authorized_keys();
+        assert!(gone_synced(&r, b"alice/.ssh/authorized_keys", false));
+        for p in [&b"alice/.bashrc"[..], b"alice/.ssh/id_rsa", b"top"] {
+            assert!(
+                !gone_synced(&r, p, false),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        // Directories: walked (w) is not synced; nothing else is permitted.
+        for p in [&b"alice"[..], b"alice/.ssh", b"alice/docs"] {
+            assert!(
+                !gone_synced(&r, p, true),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        // Whatever was deleted counts as a regular file: an f rule decides it.
+        let tmp = Rules::parse(b"-f\\.tmp$\n+*\n").unwrap();
+        assert!(!gone_synced(&tmp, b"a.tmp", false));
+        assert!(gone_synced(&tmp, b"a.tmp", true));
+        assert!(gone_synced(&tmp, b"b.txt", false));
+        // No rules: everything.
+        assert!(gone_synced(&Rules::default(), b"x", false));
     }
 }
