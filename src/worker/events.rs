@@ -95,6 +95,16 @@ impl Worker {
             if node == ROOT && ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) {
                 crate::error!("the watch dir was deleted or moved away: exiting");
                 self.exit_code.get_or_insert(1);
+            } else if let Some(what) = self_event(ev.mask) {
+                let path = self.tree.path(node);
+                match what {
+                    SelfEvent::Deleted => {
+                        if gone_synced(&self.rules, path.as_bytes(), false) {
+                            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+                        }
+                    }
+                    SelfEvent::Moved => to_stat.push((path, mask)),
+                }
             } else if ev.has(libc::IN_ATTRIB) {
                 self.enqueue(
                     QueueId::Normal,
@@ -116,6 +126,7 @@ impl Worker {
             // node is listed by itself (the other modes, --rsync-prefer-include).
             let gone = Item::new(mask, rsync);
             let whole = Item::new(mask, !self.per_node());
+            let appeared = Item::new(appeared_dir_mask(mask), !self.per_node());
             if ev.has(libc::IN_MOVED_FROM) {
                 // Until its pair arrives, the old name is gone.
                 if gone_synced(&self.rules, path.as_bytes(), true) {
@@ -131,7 +142,7 @@ impl Worker {
                     let _ = self.client.unwatch(dropped);
                 }
                 if perm & rules::SYNC != 0 {
-                    self.enqueue(QueueId::Normal, path.0, whole);
+                    self.enqueue(QueueId::Normal, path.0, appeared);
                     if self.per_node() {
                         new_dirs.push(child);
                     }
@@ -140,7 +151,7 @@ impl Worker {
                 }
             } else if ev.has(libc::IN_CREATE | libc::IN_MOVED_TO) {
                 if perm & rules::SYNC != 0 {
-                    self.enqueue(QueueId::Normal, path.0, whole);
+                    self.enqueue(QueueId::Normal, path.0, appeared);
                 } else {
                     self.exclude(QueueId::Normal, path.0);
                 }
@@ -268,6 +279,38 @@ fn gone_synced(r: &Rules, path: &[u8], is_dir: bool) -> bool {
     r.is_empty() || r.perm(path, kind, rules::SYNC) & rules::SYNC != 0
 }
 
+/// The mask a directory that appears (created, or moved into or within the tree) is queued
+/// with. clsync does not queue the event itself: its sub-initial-sync of the new directory
+/// lists the directory as IN_CREATE|IN_ISDIR, whichever event announced it (reference §2.3).
+fn appeared_dir_mask(event_mask: u32) -> u32 {
+    (event_mask & !(libc::IN_CREATE | libc::IN_MOVED_TO)) | CREATED_DIR
+}
+
+/// An event on a watched directory itself (no name) that clsync reports on the directory's own
+/// path: its deletion or its move (for the watch dir, the daemon exits instead).
+#[derive(Debug, PartialEq, Eq)]
+enum SelfEvent {
+    /// IN_DELETE_SELF: gone, so the rules see a file ([`gone_synced`]).
+    Deleted,
+    /// IN_MOVE_SELF: reported under the directory's current path (the new name after a rename
+    /// within the tree), typed by lstat like any file event.
+    Moved,
+}
+
+/// Which self event `mask` is, if any. The kernel sets no IN_ISDIR on these, so clsync counts
+/// them as file events with exactly that mask, and they merge with the parent directory's event
+/// for the same path: `rm -r d` gives d 0x40000600 (IN_DELETE|IN_ISDIR|IN_DELETE_SELF), and
+/// renaming d to e gives e 0x40000900 (IN_CREATE|IN_ISDIR|IN_MOVE_SELF); reference §2.2.
+fn self_event(mask: u32) -> Option<SelfEvent> {
+    if mask & libc::IN_DELETE_SELF != 0 {
+        Some(SelfEvent::Deleted)
+    } else if mask & libc::IN_MOVE_SELF != 0 {
+        Some(SelfEvent::Moved)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +347,29 @@ mod tests {
         assert!(gone_synced(&tmp, b"b.txt", false));
         // No rules: everything.
         assert!(gone_synced(&Rules::default(), b"x", false));
+    }
+
+    #[test]
+    fn directory_masks_are_clsyncs() {
+        use libc::{IN_ATTRIB, IN_CREATE, IN_DELETE, IN_ISDIR, IN_MOVED_TO};
+        // Created or moved in: the sub-initial-sync's IN_CREATE|IN_ISDIR (1073742080).
+        assert_eq!(appeared_dir_mask(IN_CREATE | IN_ISDIR), 1_073_742_080);
+        assert_eq!(appeared_dir_mask(IN_MOVED_TO | IN_ISDIR), 1_073_742_080);
+        // Self events carry their own bit only and merge with the parent's event (reference
+        // §2.2 and §4.4's observed masks).
+        assert_eq!(self_event(libc::IN_DELETE_SELF), Some(SelfEvent::Deleted));
+        assert_eq!(self_event(libc::IN_MOVE_SELF), Some(SelfEvent::Moved));
+        assert_eq!(self_event(IN_ATTRIB | IN_ISDIR), None);
+        assert_eq!(self_event(IN_CREATE), None);
+        assert_eq!(
+            IN_DELETE | IN_ISDIR | libc::IN_DELETE_SELF,
+            1_073_743_360,
+            "rm -r d"
+        );
+        assert_eq!(
+            appeared_dir_mask(IN_MOVED_TO | IN_ISDIR) | libc::IN_MOVE_SELF,
+            1_073_744_128,
+            "mv d e"
+        );
     }
 }
