@@ -13,7 +13,8 @@ impl Worker {
         let mut to_stat: Vec<(RelPath, u32)> = Vec::new();
         let mut moves: HashMap<u32, (NodeId, bool)> = HashMap::new();
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
+        let mut failed = None;
+        'read: loop {
             let n = match nix::unistd::read(&self.inotify, &mut buf) {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => break,
@@ -32,9 +33,22 @@ impl Worker {
                     continue;
                 }
                 self.on_event(&ev, &mut new_dirs, &mut to_stat, &mut moves);
+                if self.cfg.mode == Mode::Simple {
+                    // One call per event, in order: as clsync does, each event is handled
+                    // completely (its file's stat, its new directory's walk) before the next
+                    // one, or a deletion would be called before the creation read with it.
+                    let done = self.settle_events(std::mem::take(&mut to_stat), &mut new_dirs);
+                    if let Err(e) = done {
+                        failed = Some(e);
+                        break 'read;
+                    }
+                }
             }
         }
         self.buf = buf;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         // A directory moved away whose other half never came was moved out of the tree.
         for (_, (id, _)) in moves {
             if self.tree.exists(id) {
@@ -42,11 +56,26 @@ impl Worker {
                 self.client.unwatch(wds)?;
             }
         }
+        self.settle_events(to_stat, &mut new_dirs)?;
+        if overflow {
+            crate::warning!(
+                "inotify queue overflow: rescanning the whole tree and syncing what differs"
+            );
+            self.full_resync()?;
+        }
+        Ok(())
+    }
+
+    /// The second half of reading events: files are stat'ed and sorted into the queues, and new
+    /// directories watched, then listed: what was created in them before the watch existed is
+    /// synced too (recursively in the rsync modes, node by node in the others).
+    fn settle_events(
+        &mut self,
+        to_stat: Vec<(RelPath, u32)>,
+        new_dirs: &mut Vec<NodeId>,
+    ) -> Result<(), ClientError> {
         self.classify_files(to_stat)?;
         if !new_dirs.is_empty() {
-            // New directories are watched, then listed: what was created in them before the
-            // watch existed is synced too (recursively in the rsync modes, node by node in the
-            // others).
             let nodes = self.per_node().then_some(QueueId::Normal);
             let mode = WalkMode {
                 watch: true,
@@ -55,13 +84,7 @@ impl Worker {
                 prune: false,
                 full: false,
             };
-            self.walk(new_dirs, mode)?;
-        }
-        if overflow {
-            crate::warning!(
-                "inotify queue overflow: rescanning the whole tree and syncing what differs"
-            );
-            self.full_resync()?;
+            self.walk(std::mem::take(new_dirs), mode)?;
         }
         Ok(())
     }
