@@ -13,7 +13,8 @@ impl Worker {
         let mut to_stat: Vec<(RelPath, u32)> = Vec::new();
         let mut moves: HashMap<u32, (NodeId, bool)> = HashMap::new();
         let mut buf = std::mem::take(&mut self.buf);
-        loop {
+        let mut failed = None;
+        'read: loop {
             let n = match nix::unistd::read(&self.inotify, &mut buf) {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => break,
@@ -32,9 +33,22 @@ impl Worker {
                     continue;
                 }
                 self.on_event(&ev, &mut new_dirs, &mut to_stat, &mut moves);
+                if self.cfg.mode == Mode::Simple {
+                    // One call per event, in order: as clsync does, each event is handled
+                    // completely (its file's stat, its new directory's walk) before the next
+                    // one, or a deletion would be called before the creation read with it.
+                    let done = self.settle_events(std::mem::take(&mut to_stat), &mut new_dirs);
+                    if let Err(e) = done {
+                        failed = Some(e);
+                        break 'read;
+                    }
+                }
             }
         }
         self.buf = buf;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         // A directory moved away whose other half never came was moved out of the tree.
         for (_, (id, _)) in moves {
             if self.tree.exists(id) {
@@ -42,6 +56,24 @@ impl Worker {
                 self.client.unwatch(wds)?;
             }
         }
+        self.settle_events(to_stat, &mut new_dirs)?;
+        if overflow {
+            crate::warning!(
+                "inotify queue overflow: rescanning the whole tree and syncing what differs"
+            );
+            self.full_resync()?;
+        }
+        Ok(())
+    }
+
+    /// The second half of reading events: files are stat'ed and sorted into the queues, and new
+    /// directories watched, then listed: what was created in them before the watch existed is
+    /// synced too (recursively in the rsync modes, node by node in the others).
+    fn settle_events(
+        &mut self,
+        to_stat: Vec<(RelPath, u32)>,
+        new_dirs: &mut Vec<NodeId>,
+    ) -> Result<(), ClientError> {
         self.classify_files(to_stat)?;
         if !new_dirs.is_empty() {
             // New directories are watched, then listed: what was created in them before the
@@ -56,13 +88,7 @@ impl Worker {
                 prune: false,
                 full: false,
             };
-            self.walk(new_dirs, mode)?;
-        }
-        if overflow {
-            crate::warning!(
-                "inotify queue overflow: rescanning the whole tree and syncing what differs"
-            );
-            self.full_resync()?;
+            self.walk(std::mem::take(new_dirs), mode)?;
         }
         Ok(())
     }
@@ -96,6 +122,16 @@ impl Worker {
             if node == ROOT && ev.has(libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) {
                 crate::error!("the watch dir was deleted or moved away: exiting");
                 self.exit_code.get_or_insert(1);
+            } else if let Some(what) = self_event(ev.mask) {
+                let path = self.tree.path(node);
+                match what {
+                    SelfEvent::Deleted => {
+                        if gone_synced(&self.rules, path.as_bytes(), false) {
+                            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+                        }
+                    }
+                    SelfEvent::Moved => to_stat.push((path, mask)),
+                }
             } else if ev.has(libc::IN_ATTRIB) {
                 self.enqueue(
                     QueueId::Normal,
@@ -117,9 +153,12 @@ impl Worker {
             // node is listed by itself (the other modes, --rsync-prefer-include).
             let gone = Item::new(mask, rsync);
             let whole = Item::new(mask, !self.per_node());
+            let appeared = Item::new(appeared_dir_mask(mask), !self.per_node());
             if ev.has(libc::IN_MOVED_FROM) {
                 // Until its pair arrives, the old name is gone.
-                self.enqueue(QueueId::Normal, path.0.clone(), gone);
+                if gone_synced(&self.rules, path.as_bytes(), true) {
+                    self.enqueue(QueueId::Normal, path.0.clone(), gone);
+                }
                 if let Some(child) = self.tree.child(node, ev.name) {
                     moves.insert(ev.cookie, (child, true));
                 }
@@ -135,7 +174,7 @@ impl Worker {
                         self.recursive.push_back(path.0);
                     }
                 } else if perm & rules::SYNC != 0 {
-                    self.enqueue(QueueId::Normal, path.0, whole);
+                    self.enqueue(QueueId::Normal, path.0, appeared);
                     if self.per_node() {
                         new_dirs.push(child);
                     }
@@ -150,7 +189,7 @@ impl Worker {
                         self.recursive.push_back(path.0);
                     }
                 } else if perm & rules::SYNC != 0 {
-                    self.enqueue(QueueId::Normal, path.0, whole);
+                    self.enqueue(QueueId::Normal, path.0, appeared);
                 } else {
                     self.exclude(QueueId::Normal, path.0);
                 }
@@ -164,18 +203,21 @@ impl Worker {
                     // The kernel drops the watches itself (IN_IGNORED follows).
                     let _ = self.tree.remove(child);
                 }
-                self.enqueue(QueueId::Normal, path.0, whole);
+                if gone_synced(&self.rules, path.as_bytes(), true) {
+                    self.enqueue(QueueId::Normal, path.0, whole);
+                }
             } else if ev.has(libc::IN_ATTRIB) && perm & rules::SYNC != 0 {
                 self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
             }
             return;
         }
         if ev.has(libc::IN_DELETE | libc::IN_MOVED_FROM) {
-            // Gone: no type to check; a deleted path is always synced so the copy follows.
             if !self.signatures.is_empty() {
                 self.signatures.remove(&path.0);
             }
-            self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+            if gone_synced(&self.rules, path.as_bytes(), false) {
+                self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
+            }
         } else {
             to_stat.push((path, mask));
         }
@@ -261,5 +303,111 @@ impl Worker {
             paths = rest;
         }
         Ok(())
+    }
+}
+
+/// Whether a path that is gone (deleted, or moved away) is synced. As clsync decides it: by the
+/// rules, for a directory if the event says it was one, else for a regular file, the type
+/// clsync gives whatever it cannot lstat (reference §2.2, §2.3). A gone path the rules exclude
+/// is not handed to the handler: with the authorized_keys example of clsync's manual
+/// (`-Mdirect -Scp -- -Pfp --parents %INCLUDE-LIST% %destination-dir%`), `cp` failed on every
+/// other file removed from a home directory.
+fn gone_synced(r: &Rules, path: &[u8], is_dir: bool) -> bool {
+    let kind = if is_dir { ObjKind::Dir } else { ObjKind::File };
+    r.is_empty() || r.perm(path, kind, rules::SYNC) & rules::SYNC != 0
+}
+
+/// The mask a directory that appears (created, or moved into or within the tree) is queued
+/// with. clsync does not queue the event itself: its sub-initial-sync of the new directory
+/// lists the directory as IN_CREATE|IN_ISDIR, whichever event announced it (reference §2.3).
+fn appeared_dir_mask(event_mask: u32) -> u32 {
+    (event_mask & !(libc::IN_CREATE | libc::IN_MOVED_TO)) | CREATED_DIR
+}
+
+/// An event on a watched directory itself (no name) that clsync reports on the directory's own
+/// path: its deletion or its move (for the watch dir, the daemon exits instead).
+#[derive(Debug, PartialEq, Eq)]
+enum SelfEvent {
+    /// IN_DELETE_SELF: gone, so the rules see a file ([`gone_synced`]).
+    Deleted,
+    /// IN_MOVE_SELF: reported under the directory's current path (the new name after a rename
+    /// within the tree), typed by lstat like any file event.
+    Moved,
+}
+
+/// Which self event `mask` is, if any. The kernel sets no IN_ISDIR on these, so clsync counts
+/// them as file events with exactly that mask, and they merge with the parent directory's event
+/// for the same path: `rm -r d` gives d 0x40000600 (IN_DELETE|IN_ISDIR|IN_DELETE_SELF), and
+/// renaming d to e gives e 0x40000900 (IN_CREATE|IN_ISDIR|IN_MOVE_SELF); reference §2.2.
+fn self_event(mask: u32) -> Option<SelfEvent> {
+    if mask & libc::IN_DELETE_SELF != 0 {
+        Some(SelfEvent::Deleted)
+    } else if mask & libc::IN_MOVE_SELF != 0 {
+        Some(SelfEvent::Moved)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules of the authorized_keys example in clsync's manual.
+    fn authorized_keys() -> Rules {
+        Rules::parse(b"+w^$\n+w^[^/]+$\n+W^[^/]+/.ssh$\n+f^[^/]+/.ssh/authorized_keys$\n-*\n")
+            .unwrap()
+    }
+
+    #[test]
+    fn gone_paths_are_synced_only_where_the_rules_allow() {
+        let r = authorized_keys();
+        assert!(gone_synced(&r, b"alice/.ssh/authorized_keys", false));
+        for p in [&b"alice/.bashrc"[..], b"alice/.ssh/id_rsa", b"top"] {
+            assert!(
+                !gone_synced(&r, p, false),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        // Directories: walked (w) is not synced; nothing else is permitted.
+        for p in [&b"alice"[..], b"alice/.ssh", b"alice/docs"] {
+            assert!(
+                !gone_synced(&r, p, true),
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        // Whatever was deleted counts as a regular file: an f rule decides it.
+        let tmp = Rules::parse(b"-f\\.tmp$\n+*\n").unwrap();
+        assert!(!gone_synced(&tmp, b"a.tmp", false));
+        assert!(gone_synced(&tmp, b"a.tmp", true));
+        assert!(gone_synced(&tmp, b"b.txt", false));
+        // No rules: everything.
+        assert!(gone_synced(&Rules::default(), b"x", false));
+    }
+
+    #[test]
+    fn directory_masks_are_clsyncs() {
+        use libc::{IN_ATTRIB, IN_CREATE, IN_DELETE, IN_ISDIR, IN_MOVED_TO};
+        // Created or moved in: the sub-initial-sync's IN_CREATE|IN_ISDIR (1073742080).
+        assert_eq!(appeared_dir_mask(IN_CREATE | IN_ISDIR), 1_073_742_080);
+        assert_eq!(appeared_dir_mask(IN_MOVED_TO | IN_ISDIR), 1_073_742_080);
+        // Self events carry their own bit only and merge with the parent's event (reference
+        // §2.2 and §4.4's observed masks).
+        assert_eq!(self_event(libc::IN_DELETE_SELF), Some(SelfEvent::Deleted));
+        assert_eq!(self_event(libc::IN_MOVE_SELF), Some(SelfEvent::Moved));
+        assert_eq!(self_event(IN_ATTRIB | IN_ISDIR), None);
+        assert_eq!(self_event(IN_CREATE), None);
+        assert_eq!(
+            IN_DELETE | IN_ISDIR | libc::IN_DELETE_SELF,
+            1_073_743_360,
+            "rm -r d"
+        );
+        assert_eq!(
+            appeared_dir_mask(IN_MOVED_TO | IN_ISDIR) | libc::IN_MOVE_SELF,
+            1_073_744_128,
+            "mv d e"
+        );
     }
 }

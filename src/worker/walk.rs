@@ -18,6 +18,7 @@ impl Worker {
     pub(super) fn walk(&mut self, start: Vec<NodeId>, mode: WalkMode) -> Result<(), ClientError> {
         let need_files = (!self.rules.is_empty() && !mode.full) || mode.nodes.is_some();
         let one_fs = self.cfg.one_file_system;
+        let fifo_start = self.fifo.len();
         let mut todo: VecDeque<NodeId> = start.into();
         let mut in_flight: VecDeque<(Vec<NodeId>, Vec<RelPath>)> = VecDeque::new();
         // Watches of subtrees found gone by a prune, dropped once no Walk is in flight.
@@ -130,7 +131,13 @@ impl Worker {
                 }
             }
         }
-        self.client.unwatch(unwatch)
+        self.client.unwatch(unwatch)?;
+        if self.cfg.mode == Mode::Simple {
+            // The walk goes breadth-first, in batches; clsync's calls come in pre-order (fts:
+            // each directory's subtree right after it, reference §4.2).
+            self.fifo.make_contiguous()[fifo_start..].sort_by(|a, b| preorder(&a.0, &b.0));
+        }
+        Ok(())
     }
 
     /// The next batch of `todo` (directories still in the tree), within a request's limits.
@@ -169,5 +176,29 @@ impl Worker {
             ),
             e => crate::error!("cannot watch {path:?}: {e}"),
         }
+    }
+}
+
+/// Pre-order of relative paths (a directory right before its subtree, siblings by name): the
+/// paths compared component by component.
+fn preorder(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preorder_puts_each_directory_right_before_its_subtree() {
+        // Breadth-first, as the batched walk finds them.
+        let mut v: Vec<&[u8]> = vec![
+            b"od", b"d", b"d.x", b"mv1", b"od/o", b"d/b", b"d/e", b"d/e/f", b"d-1/z", b"d/e/f/g",
+        ];
+        v.sort_by(|a, b| preorder(a, b));
+        let want: Vec<&[u8]> = vec![
+            b"d", b"d/b", b"d/e", b"d/e/f", b"d/e/f/g", b"d-1/z", b"d.x", b"mv1", b"od", b"od/o",
+        ];
+        assert_eq!(v, want);
     }
 }

@@ -1132,22 +1132,32 @@ impl Daemon {
     /// Waits until stderr contains `needle`; panics if the daemon exits first or on timeout.
     #[track_caller]
     pub fn wait_log(&mut self, timeout: Duration, needle: &str) {
-        // Stops polling when the line is there or the worker has exited.
-        wait_for(timeout, || {
-            self.stderr().contains(needle) || self.try_wait().is_some()
+        self.wait_until(timeout, &format!("{needle:?} on stderr"), |d| {
+            d.stderr().contains(needle)
         });
-        if self.stderr().contains(needle) {
+    }
+
+    /// Waits until `cond(self)` holds (for anything the daemon or its handlers leave behind,
+    /// such as a handler's record); panics with the daemon's stderr if the worker exits first or
+    /// on timeout. `what` names the awaited thing in the message.
+    #[track_caller]
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Daemon) -> bool,
+    ) {
+        // Stops polling when the condition holds or the worker has exited.
+        wait_for(timeout, || cond(self) || self.try_wait().is_some());
+        if cond(self) {
             return;
         }
         match self.try_wait() {
             Some(st) => panic!(
-                "daemon exited ({st}) before printing {needle:?}; stderr:\n{}",
+                "daemon exited ({st}) before {what}; stderr:\n{}",
                 self.stderr()
             ),
-            None => panic!(
-                "no {needle:?} within {timeout:?}; stderr:\n{}",
-                self.stderr()
-            ),
+            None => panic!("no {what} within {timeout:?}; stderr:\n{}", self.stderr()),
         }
     }
 
@@ -1204,6 +1214,22 @@ impl Daemon {
         if self.try_wait().is_none() {
             let _ = kill(Pid::from_raw(self.pid), sig);
         }
+    }
+
+    /// Suspends the worker (SIGSTOP) and waits until it is stopped, so that what happens
+    /// meanwhile reaches it as one batch of events when [`Daemon::resume`] lets it go on.
+    #[track_caller]
+    pub fn suspend(&mut self) {
+        self.signal(Signal::SIGSTOP);
+        let pid = self.pid;
+        self.wait_until(Duration::from_secs(10), "the worker stopped", |_| {
+            stat_fields(pid).is_some_and(|f| f[0] == "T")
+        });
+    }
+
+    /// Lets a [`Daemon::suspend`]ed worker go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal(Signal::SIGCONT);
     }
 
     /// Graceful stop: SIGTERM, then waits up to 30 s for the worker to exit (SIGKILL after that,
