@@ -21,7 +21,7 @@ use clsync_rs::privsep::protocol::{
     ProtoError, RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult, MAX_DATAGRAM,
     VERSION,
 };
-use clsync_rs::privsep::protocol::{ApiEvent, ObjType};
+use clsync_rs::privsep::protocol::{ApiEvent, DumpFile, ObjType};
 use clsync_rs::rules::{ObjKind, Rules, ALL, MONITOR, SYNC, WALK};
 use clsync_rs::sandbox::caps::parse_cap_list;
 
@@ -145,6 +145,18 @@ pub fn sample_requests() -> Vec<Request> {
             ],
             more: true,
         },
+        Request::Dump {
+            files: vec![
+                DumpFile::Instance,
+                DumpFile::Queue(0),
+                DumpFile::Queue(u8::MAX),
+                DumpFile::Thread {
+                    iteration: u64::MAX,
+                    num: 0,
+                    pid: i32::MIN,
+                },
+            ],
+        },
     ]
 }
 
@@ -233,6 +245,7 @@ pub fn sample_replies() -> Vec<Reply> {
         Reply::Refused {
             reason: "path not allowed: dot component".into(),
         },
+        Reply::Dumped { errno: 17 },
     ]
 }
 
