@@ -299,8 +299,8 @@ pub struct Cli {
     #[arg(long = "completions", value_name = "SHELL")]
     pub completions: Option<clap_complete::Shell>,
 
-    /// Client: send COMMAND (status, version, info, quit, die) to a daemon's control socket
-    /// and print the answer
+    /// Client: send COMMAND (status, version, info, quit, die, dump) to a daemon's control
+    /// socket and print the answer
     #[arg(long = "ctl", value_name = "SOCKET")]
     pub ctl: Option<String>,
 

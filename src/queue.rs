@@ -129,6 +129,22 @@ impl Queues {
         self.instant.is_empty() && self.normal.is_empty() && self.big.is_empty()
     }
 
+    /// What one queue holds now (for a dump): its entries and its excludes, unordered.
+    pub fn contents(&self, id: QueueId) -> (Vec<(&[u8], Item)>, Vec<&[u8]>) {
+        let q = match id {
+            QueueId::Instant => &self.instant,
+            QueueId::Normal => &self.normal,
+            QueueId::Big => &self.big,
+        };
+        (
+            q.includes
+                .iter()
+                .map(|(p, it)| (p.as_slice(), *it))
+                .collect(),
+            q.excludes.iter().map(Vec::as_slice).collect(),
+        )
+    }
+
     fn due_at(&self, id: QueueId) -> Option<Instant> {
         let (q, d) = match id {
             QueueId::Instant => (&self.instant, Duration::ZERO),
