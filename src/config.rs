@@ -209,8 +209,8 @@ pub fn dump_dir_path(watch_dir: &Path, dir: &str) -> PathBuf {
 }
 
 /// A path the daemon writes (-z, --status-file, --socket, --dump-dir), absolute (relative ones
-/// are taken from the watch dir, as clsync does) and normalised, refused when it or its parent
-/// resolves inside the watched tree, which tenants write.
+/// are taken from the watch dir, as clsync does) and normalised, refused when it resolves
+/// inside the watched tree, which tenants write.
 fn outside_tree(watch_dir: &Path, opt: &str, v: &str) -> Result<PathBuf, ConfigError> {
     if v.is_empty() {
         return Err(ConfigError {
@@ -219,14 +219,17 @@ fn outside_tree(watch_dir: &Path, opt: &str, v: &str) -> Result<PathBuf, ConfigE
         });
     }
     let p = dump_dir_path(watch_dir, v);
-    let inside = |q: &Path| {
-        std::fs::canonicalize(q)
-            .unwrap_or_else(|_| q.to_path_buf())
-            .starts_with(watch_dir)
-    };
-    // The path itself counts when it exists (a symlink into the tree, the watch dir).
-    let itself = p.symlink_metadata().is_ok() && inside(&p);
-    if itself || p.parent().is_some_and(inside) {
+    // Where the path leads: its longest existing ancestor resolved (symlinks, `..`), the rest
+    // as written. So the path itself counts when it exists (a symlink into the tree, the watch
+    // dir), and `../x` from the watch dir is outside.
+    let resolved = p
+        .ancestors()
+        .find_map(|a| {
+            let c = std::fs::canonicalize(a).ok()?;
+            Some(c.join(p.strip_prefix(a).ok()?))
+        })
+        .unwrap_or_else(|| p.clone());
+    if resolved.starts_with(watch_dir) {
         return Err(inval(format!(
             "--{opt}={}: inside the watched tree, which its writers control: choose a path outside it",
             p.display()
@@ -878,6 +881,13 @@ impl Config {
                 .join(","),
         );
         kv("label", self.label.clone());
+        kv(
+            "dump-dir",
+            match (&self.dump_dir, &self.dump_off) {
+                (Some(d), _) => d.display().to_string(),
+                (None, why) => format!("off ({})", why.as_deref().unwrap_or_default()),
+            },
+        );
         out
     }
 

@@ -85,6 +85,9 @@ pub struct Delays {
     pub bigfile: Duration,
 }
 
+/// A queue's entries and excludes (see [`Queues::contents`]).
+pub type QueueContents<'a> = (Vec<(&'a [u8], Item)>, Vec<&'a [u8]>);
+
 #[derive(Debug)]
 pub struct Queues {
     instant: Queue,
@@ -130,7 +133,7 @@ impl Queues {
     }
 
     /// What one queue holds now (for a dump): its entries and its excludes, unordered.
-    pub fn contents(&self, id: QueueId) -> (Vec<(&[u8], Item)>, Vec<&[u8]>) {
+    pub fn contents(&self, id: QueueId) -> QueueContents<'_> {
         let q = match id {
             QueueId::Instant => &self.instant,
             QueueId::Normal => &self.normal,

@@ -300,4 +300,30 @@ fn a_dump_dir_inside_the_watched_tree_is_refused_at_start() {
         );
     }
     assert!(!inside.exists());
+    // clsync's default, %label% expanded, or a given one taken from the watch dir; when the
+    // default lies inside the watched tree, dumps are off (the start goes on).
+    let check = |extra: &[&str]| {
+        let out = std::process::Command::new(clsync_bin())
+            .args(rsyncdirect_args(&s, 0, extra))
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{extra:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("dump-dir = ").map(str::to_string))
+            .unwrap()
+    };
+    assert_eq!(check(&["-l", "web"]), "/tmp/clsync-dump-web");
+    assert_eq!(
+        check(&["--dump-dir", "../dumps/%label%"]),
+        format!("{}/../dumps/nolabel", s.src().display())
+    );
+    let tmp_watch = check(&["-W", "/tmp", "-D", "mirror:/srv"]);
+    assert!(
+        tmp_watch.starts_with(
+            "off (the default --dump-dir=/tmp/clsync-dump-nolabel: inside the watched tree"
+        ),
+        "{tmp_watch}"
+    );
 }

@@ -28,6 +28,9 @@ use crate::control::DumpResult;
 use crate::handler::shelllist::line_path;
 use crate::privsep::protocol::DumpFile;
 
+/// Paths for dump lines: (path, recursive) entries and excludes.
+type Lines<'a> = (Vec<(&'a [u8], bool)>, Vec<&'a [u8]>);
+
 /// Writes clsync's lines for `includes` and `excludes`, sorted.
 fn write_entries(
     w: &mut impl Write,
@@ -50,7 +53,7 @@ fn write_entries(
 }
 
 /// The paths a running sync has: its batch, or the directory of a --have-recursive-sync call.
-fn running_entries(r: &Running) -> (Vec<(&[u8], bool)>, Vec<&[u8]>) {
+fn running_entries(r: &Running) -> Lines<'_> {
     let mut inc: Vec<(&[u8], bool)> = r
         .batch
         .includes
