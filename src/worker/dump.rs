@@ -186,6 +186,21 @@ impl Worker {
             }
         };
         let n = files.len();
+        // The helper refuses (and ends the session on) a dump over its cap: not sent at all.
+        let bytes: u64 = files
+            .iter()
+            .map(|(_, fd)| nix::sys::stat::fstat(fd).map_or(0, |st| st.st_size.max(0) as u64))
+            .sum();
+        if bytes > crate::privsep::helper::MAX_DUMP_BYTES {
+            crate::error!(
+                "{why}: the dump would be {bytes} bytes, over the limit of {}: not written",
+                crate::privsep::helper::MAX_DUMP_BYTES
+            );
+            return Ok(DumpResult::Failed {
+                dir: shown,
+                errno: libc::EFBIG,
+            });
+        }
         match self.client.dump(files)? {
             0 => {
                 crate::info!("{why}: dump written to {shown} ({n} files)");
