@@ -299,8 +299,8 @@ pub struct Cli {
     #[arg(long = "completions", value_name = "SHELL")]
     pub completions: Option<clap_complete::Shell>,
 
-    /// Client: send COMMAND (status, version, info, quit, die) to a daemon's control socket
-    /// and print the answer
+    /// Client: send COMMAND (status, version, info, quit, die, dump) to a daemon's control
+    /// socket and print the answer
     #[arg(long = "ctl", value_name = "SOCKET")]
     pub ctl: Option<String>,
 
@@ -324,6 +324,11 @@ pub struct Cli {
     /// Keep the daemon's state word in this file (removed at exit)
     #[arg(long = "status-file", value_name = "FILE")]
     pub status_file: Option<String>,
+
+    /// Where signal 29 and the control socket's `dump` write a dump of the queues (must not
+    /// exist; created with mode 0750) [default: /tmp/clsync-dump-%label%]
+    #[arg(long = "dump-dir", value_name = "DIR")]
+    pub dump_dir: Option<String>,
 
     /// Run `HOOK label` before the final sync when leaving on SIGQUIT/SIGALRM or
     /// --exit-on-no-events
@@ -734,6 +739,7 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
         &mut cli.lists_dir,
         &mut cli.pid_file,
         &mut cli.status_file,
+        &mut cli.dump_dir,
         &mut cli.exit_hook,
         &mut cli.pre_exit_hook,
         &mut cli.cgroup_group_name,

@@ -83,6 +83,11 @@ pub struct Config {
     /// watch dir, as clsync does), never inside the watched tree.
     pub pid_file: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
+    /// --dump-dir (signal 29, the control socket's `dump`), absolute and normalised
+    /// ([`dump_dir_path`]), never inside the watched tree; None when dumps are off, and then
+    /// `dump_off` says why (clsync's default `/tmp/clsync-dump-%label%` lies in the tree).
+    pub dump_dir: Option<PathBuf>,
+    pub dump_off: Option<String>,
     /// --modification-signature: stat fields (mask) whose change makes an event worth syncing.
     pub modification_signature: u16,
     /// --cancel-syscalls=mon_stat: no stat per event.
@@ -190,6 +195,47 @@ fn resolve_program(name: &str) -> Result<PathBuf, ConfigError> {
     Err(noent(format!(
         "sync handler \"{name}\" not found in PATH (install it, or give -S an absolute path)"
     )))
+}
+
+/// clsync's default --dump-dir is this followed by the label.
+pub const DEFAULT_DUMP_DIR_PREFIX: &str = "/tmp/clsync-dump-";
+
+/// A --dump-dir as the daemon uses it and as the control socket's `dump <dir>` must name it:
+/// relative to the watch dir (as clsync resolves it), with `.` components, repeated and
+/// trailing slashes dropped. Nothing is resolved on the file system (the sandboxed worker
+/// compares with it, and the directory must not exist yet).
+pub fn dump_dir_path(watch_dir: &Path, dir: &str) -> PathBuf {
+    watch_dir.join(dir).components().collect()
+}
+
+/// A path the daemon writes (-z, --status-file, --socket, --dump-dir), absolute (relative ones
+/// are taken from the watch dir, as clsync does) and normalised, refused when it resolves
+/// inside the watched tree, which tenants write.
+fn outside_tree(watch_dir: &Path, opt: &str, v: &str) -> Result<PathBuf, ConfigError> {
+    if v.is_empty() {
+        return Err(ConfigError {
+            code: 2,
+            msg: format!("--{opt}: empty path"),
+        });
+    }
+    let p = dump_dir_path(watch_dir, v);
+    // Where the path leads: its longest existing ancestor resolved (symlinks, `..`), the rest
+    // as written. So the path itself counts when it exists (a symlink into the tree, the watch
+    // dir), and `../x` from the watch dir is outside.
+    let resolved = p
+        .ancestors()
+        .find_map(|a| {
+            let c = std::fs::canonicalize(a).ok()?;
+            Some(c.join(p.strip_prefix(a).ok()?))
+        })
+        .unwrap_or_else(|| p.clone());
+    if resolved.starts_with(watch_dir) {
+        return Err(inval(format!(
+            "--{opt}={}: inside the watched tree, which its writers control: choose a path outside it",
+            p.display()
+        )));
+    }
+    Ok(p)
 }
 
 fn is_remote(dest: &str) -> bool {
@@ -449,23 +495,7 @@ impl Config {
         // inside the watched tree, which tenants write.
         let own_file = |opt: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
             let Some(v) = v else { return Ok(None) };
-            if v.is_empty() {
-                return Err(ConfigError {
-                    code: 2,
-                    msg: format!("--{opt}: empty path"),
-                });
-            }
-            let p = watch_dir.join(v);
-            let parent = p
-                .parent()
-                .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()));
-            if parent.as_ref().is_some_and(|d| d.starts_with(&watch_dir)) {
-                return Err(inval(format!(
-                    "--{opt}={}: inside the watched tree, which its writers control: choose a path outside it",
-                    p.display()
-                )));
-            }
-            Ok(Some(p))
+            outside_tree(&watch_dir, opt, v).map(Some)
         };
         let pid_file = own_file("pid-file", &cli.pid_file)?;
         let standby_file = cli
@@ -519,6 +549,19 @@ impl Config {
             })
             .transpose()?;
         let status_file = own_file("status-file", &cli.status_file)?;
+        // clsync's default dump dir is in /tmp: when that is inside the watched tree (a daemon
+        // watching / or /tmp), dumps are off rather than the start refused, since the
+        // administrator did not choose it; an explicit --dump-dir inside the tree is refused.
+        let (dump_dir, dump_off) = match &cli.dump_dir {
+            Some(d) => (Some(outside_tree(&watch_dir, "dump-dir", d)?), None),
+            None => {
+                let d = format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cli.label);
+                match outside_tree(&watch_dir, "dump-dir", &d) {
+                    Ok(p) => (Some(p), None),
+                    Err(e) => (None, Some(format!("the default {}", e.msg))),
+                }
+            }
+        };
         let hook = |opt: &str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
             v.as_deref()
                 .filter(|h| !h.is_empty())
@@ -667,6 +710,8 @@ impl Config {
             background: cli.background,
             pid_file,
             status_file,
+            dump_dir,
+            dump_off,
             pre_exit_hook,
             exit_hook,
             fixer,
@@ -836,6 +881,13 @@ impl Config {
                 .join(","),
         );
         kv("label", self.label.clone());
+        kv(
+            "dump-dir",
+            match (&self.dump_dir, &self.dump_off) {
+                (Some(d), _) => d.display().to_string(),
+                (None, why) => format!("off ({})", why.as_deref().unwrap_or_default()),
+            },
+        );
         out
     }
 
@@ -850,6 +902,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_dirs_are_taken_from_the_watch_dir_and_normalised_without_the_file_system() {
+        let w = Path::new("/srv/www");
+        assert_eq!(dump_dir_path(w, "/tmp/d"), Path::new("/tmp/d"));
+        assert_eq!(dump_dir_path(w, "/tmp//d/./"), Path::new("/tmp/d"));
+        assert_eq!(dump_dir_path(w, "../dumps"), Path::new("/srv/www/../dumps"));
+        assert_eq!(dump_dir_path(w, "d"), Path::new("/srv/www/d"));
+        assert!(outside_tree(w, "dump-dir", "d").is_err());
+        assert_eq!(outside_tree(w, "dump-dir", "").unwrap_err().code, 2);
+    }
 
     #[test]
     fn remote_destinations_are_kept_verbatim() {

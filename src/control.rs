@@ -6,8 +6,11 @@
 //! `301`, `250` quit → `350 … :Bye.` and close, `240` die → the daemon ends as on SIGTERM (the
 //! connection closes with no reply, as in clsync), `0`/`1` protocol negotiation, `260` (ours)
 //! status → `360 <json>`; a bare `status` line also answers the JSON. Unknown ids `< 1000` get
-//! `160 … :Unknown command.`, others `161`. clsync's `set` (211) and `dump` (202) are answered
-//! with `164`/`199` errors: this build does not change settings at run time.
+//! `160 … :Unknown command.`, others `161`. clsync's `set` (211) is answered with a `164` error:
+//! this build does not change settings at run time. `dump [dir]` (202) writes clsync's dump of
+//! the queues into the configured --dump-dir (`302  :Ready`); a `dir` that is not that one is
+//! refused with clsync's EPERM reply (`164`), a dump the helper could not write with its
+//! custom error (`199 sync_dump…`, e.g. errno 17 when the directory exists).
 #![forbid(unsafe_code)]
 
 use std::io::{ErrorKind, Read, Write};
@@ -37,6 +40,39 @@ pub struct Snapshot {
 pub enum Action {
     None,
     Die,
+    /// `num 202 [dir]`: a dump, answered once it is done (see [`dump_reply`]).
+    Dump {
+        num: u64,
+        dir: Option<String>,
+    },
+}
+
+/// How a `dump` went, for its reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DumpResult {
+    /// Written: `302  :Ready`.
+    Ready,
+    /// Not attempted, and why: clsync's EPERM reply `164 <why>\x03/ :Permission denied: "<why>".`
+    Denied(String),
+    /// The dump directory could not be written: clsync's custom error
+    /// `199 sync_dump\x03/ <dir>\x03/ <errno> <text>\x03/ :sync_dump(<dir>): Error #<errno>: "<text>".`
+    Failed { dir: String, errno: i32 },
+}
+
+/// The reply line to a `dump` numbered `num`.
+pub fn dump_reply(num: u64, r: &DumpResult) -> String {
+    match r {
+        DumpResult::Ready => format!("{num} 302  :Ready\n"),
+        DumpResult::Denied(why) => {
+            format!("{num} 164 {why}\x03/ :Permission denied: \"{why}\".\n")
+        }
+        DumpResult::Failed { dir, errno } => {
+            let text = nix::errno::Errno::from_raw(*errno).desc();
+            format!(
+                "{num} 199 sync_dump\x03/ {dir}\x03/ {errno} {text}\x03/ :sync_dump({dir}): Error #{errno}: \"{text}\".\n"
+            )
+        }
+    }
 }
 
 struct Conn {
@@ -94,15 +130,14 @@ pub fn answer(line: &str, snap: &Snapshot) -> Option<Answer> {
             false,
             Action::None,
         ),
-        202 => (
-            Some(reply(
-                199,
-                "sync_dump\x03/ \x03/ 95 Operation not supported\x03/",
-                "dumps are not implemented by this build",
-            )),
-            false,
-            Action::None,
-        ),
+        202 => {
+            // clsync reads one `%s`; a client may end it with the `\x03/` terminator.
+            let rest: Vec<&str> = w.collect();
+            let dir = rest.join(" ");
+            let dir = dir.trim().trim_end_matches("\x03/").trim();
+            let dir = (!dir.is_empty()).then(|| dir.to_string());
+            (None, false, Action::Dump { num, dir })
+        }
         211 => (
             Some(reply(
                 164,
@@ -209,7 +244,14 @@ impl Control {
     }
 
     /// Serves the connection at `i` (its fd was readable); returns what the daemon should do.
-    pub fn serve(&mut self, i: usize, snap: &Snapshot) -> Action {
+    /// A `dump` is made at once through `on_dump` (given the directory the client named, if
+    /// any) and answered with its result.
+    pub fn serve(
+        &mut self,
+        i: usize,
+        snap: &Snapshot,
+        on_dump: &mut dyn FnMut(Option<&str>) -> DumpResult,
+    ) -> Action {
         let mut close = false;
         let mut action = Action::None;
         let mut chunk = [0u8; 1024];
@@ -238,8 +280,13 @@ impl Control {
                     if let Some(r) = reply {
                         let _ = c.stream.write_all(r.as_bytes());
                     }
-                    if act == Action::Die {
-                        action = Action::Die;
+                    match act {
+                        Action::Die => action = Action::Die,
+                        Action::Dump { num, dir } => {
+                            let r = on_dump(dir.as_deref());
+                            let _ = c.stream.write_all(dump_reply(num, &r).as_bytes());
+                        }
+                        Action::None => {}
                     }
                     if end {
                         close = true;
@@ -315,6 +362,45 @@ mod tests {
         assert!(
             answer("hello\n", &snap()).is_none(),
             "not `<num> <id>`: the connection closes"
+        );
+    }
+
+    #[test]
+    fn dump_asks_the_daemon_and_answers_like_clsync() {
+        let dump = |line: &str| answer(line, &snap()).unwrap();
+        assert_eq!(
+            dump("3 202 /tmp/d\n"),
+            (
+                None,
+                false,
+                Action::Dump {
+                    num: 3,
+                    dir: Some("/tmp/d".into())
+                }
+            )
+        );
+        assert_eq!(
+            dump("4 202 /tmp/d\x03/\n").2,
+            Action::Dump {
+                num: 4,
+                dir: Some("/tmp/d".into())
+            }
+        );
+        assert_eq!(dump("5 202\n").2, Action::Dump { num: 5, dir: None });
+        assert_eq!(dump_reply(3, &DumpResult::Ready), "3 302  :Ready\n");
+        assert_eq!(
+            dump_reply(
+                6,
+                &DumpResult::Failed {
+                    dir: "/tmp/d".into(),
+                    errno: 17
+                }
+            ),
+            "6 199 sync_dump\x03/ /tmp/d\x03/ 17 File exists\x03/ :sync_dump(/tmp/d): Error #17: \"File exists\".\n"
+        );
+        assert_eq!(
+            dump_reply(7, &DumpResult::Denied("no".into())),
+            "7 164 no\x03/ :Permission denied: \"no\".\n"
         );
     }
 

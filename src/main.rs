@@ -79,7 +79,8 @@ fn main() {
     }
 }
 
-/// `clsync --ctl SOCKET [status|version|info|quit|die]`: one request, the answer on stdout.
+/// `clsync --ctl SOCKET [status|version|info|quit|die|dump]`: one request, the answer on
+/// stdout (`dump`: into the configured --dump-dir; exit 1 unless it was written).
 fn ctl(sock: &str, cmd: &str) -> i32 {
     use std::io::{BufRead, BufReader, Write};
     let line = match cmd {
@@ -88,9 +89,10 @@ fn ctl(sock: &str, cmd: &str) -> i32 {
         "info" => "1 201\n",
         "quit" => "1 250\n",
         "die" => "1 240\n",
+        "dump" => "1 202\n",
         other => {
             clsync_rs::error!(
-                "--ctl: unknown command {other:?} (status, version, info, quit, die)"
+                "--ctl: unknown command {other:?} (status, version, info, quit, die, dump)"
             );
             return 22;
         }
@@ -112,5 +114,8 @@ fn ctl(sock: &str, cmd: &str) -> i32 {
     let mut answer = String::new();
     let _ = r.read_line(&mut answer);
     print!("{answer}");
+    if cmd == "dump" && !answer.starts_with("1 302 ") {
+        return 1;
+    }
     0
 }

@@ -85,6 +85,9 @@ pub struct Delays {
     pub bigfile: Duration,
 }
 
+/// A queue's entries and excludes (see [`Queues::contents`]).
+pub type QueueContents<'a> = (Vec<(&'a [u8], Item)>, Vec<&'a [u8]>);
+
 #[derive(Debug)]
 pub struct Queues {
     instant: Queue,
@@ -127,6 +130,22 @@ impl Queues {
 
     pub fn is_empty(&self) -> bool {
         self.instant.is_empty() && self.normal.is_empty() && self.big.is_empty()
+    }
+
+    /// What one queue holds now (for a dump): its entries and its excludes, unordered.
+    pub fn contents(&self, id: QueueId) -> QueueContents<'_> {
+        let q = match id {
+            QueueId::Instant => &self.instant,
+            QueueId::Normal => &self.normal,
+            QueueId::Big => &self.big,
+        };
+        (
+            q.includes
+                .iter()
+                .map(|(p, it)| (p.as_slice(), *it))
+                .collect(),
+            q.excludes.iter().map(Vec::as_slice).collect(),
+        )
     }
 
     fn due_at(&self, id: QueueId) -> Option<Instant> {

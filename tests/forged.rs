@@ -275,3 +275,33 @@ fn an_initialsync_exec_without_have_recursive_sync_is_refused() {
         "--have-recursive-sync is not configured",
     );
 }
+
+#[test]
+fn a_dump_with_an_unsealed_memfd_is_refused() {
+    forged_request_is_refused(
+        "dump-unsealed",
+        "dump file instance: memfd is not fully sealed",
+    );
+}
+
+#[test]
+fn a_dump_with_more_fds_than_files_is_refused() {
+    forged_request_is_refused("dump-undeclared-fd", "declares 5 fds but carries 6");
+}
+
+#[test]
+fn a_dump_with_more_files_than_the_layout_allows_is_refused() {
+    forged_request_is_refused("dump-too-many-files", "a Dump of 70 files (at most 69)");
+}
+
+#[test]
+fn a_dump_with_more_fds_than_a_message_may_carry_is_refused() {
+    // The control data is cut (MSG_CTRUNC, the kernel closes the fds that did not fit): the
+    // receive fails with ENOBUFS.
+    forged_request_is_refused("dump-too-many-fds", "ENOBUFS");
+}
+
+#[test]
+fn a_dump_file_the_layout_does_not_have_is_refused() {
+    forged_request_is_refused("dump-bad-name", "dump file queue/4 is not allowed");
+}

@@ -243,7 +243,8 @@ fn changes_made_right_before_sigterm_are_synced() {
 #[test]
 fn signals_16_29_usr1_leave_the_daemon_running_and_alrm_spares_helper_and_janitor() {
     let s = Scratch::new("life-oddsignals");
-    let mut d = Daemon::rsyncdirect(&s, 0, &[]);
+    let dump = s.path("dump");
+    let mut d = Daemon::rsyncdirect(&s, 0, &["--dump-dir", dump.to_str().unwrap()]);
     d.wait_ready();
     // The helper and the janitor (the helper's clsync child) must survive them too: `pkill -29
     // clsync` reaches every process of the daemon.
@@ -285,11 +286,13 @@ fn signals_16_29_usr1_leave_the_daemon_running_and_alrm_spares_helper_and_janito
             d.stderr()
         );
     }
+    // 29 wrote a dump (tests/dump.rs looks at it closely).
     assert!(
-        d.stderr().contains("signal 29 asks for a dump"),
+        d.stderr().contains("signal 29: dump written to"),
         "{}",
         d.stderr()
     );
+    assert!(dump.join("instance").exists());
     let st = d.stop();
     assert!(st.success(), "{}", d.stderr());
     assert_trees_equal(&s.src(), &s.dst());

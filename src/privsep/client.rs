@@ -9,8 +9,8 @@ use crate::privsep::protocol::{
     CallArgs, Channel, Chunk, ExecEnv, ExitStatus, HandlerRef, ListKind, ProtoError, RelPath,
     Reply, Request, StatResult, MAX_DATAGRAM, VERSION,
 };
-// Mode so (kept apart from the list above).
-use crate::privsep::protocol::ApiEvent;
+// Mode so and dumps (kept apart from the list above).
+use crate::privsep::protocol::{ApiEvent, DumpFile};
 
 /// Room a path takes in a batched request (postcard: length varint + bytes), with slack.
 pub fn path_cost(p: &RelPath) -> usize {
@@ -251,6 +251,19 @@ impl Client {
         match self.next()? {
             Reply::Standby { on } => Ok(on),
             _ => Err(ClientError::Unexpected("Standby")),
+        }
+    }
+
+    /// Asks for a dump into the configured --dump-dir: `files` in clsync's layout, each a
+    /// sealed memfd. Ok(0) when written, Ok(errno) when the directory could not be (EEXIST).
+    pub fn dump(&mut self, files: Vec<(DumpFile, OwnedFd)>) -> Result<i32> {
+        let names: Vec<DumpFile> = files.iter().map(|(f, _)| *f).collect();
+        let fds: Vec<_> = files.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        self.ask(&Request::Dump { files: names }, &fds)?;
+        drop(files);
+        match self.next()? {
+            Reply::Dumped { errno } => Ok(errno),
+            _ => Err(ClientError::Unexpected("Dump")),
         }
     }
 

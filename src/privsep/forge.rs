@@ -9,10 +9,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use crate::privsep::protocol::{
-    encode, CallArgs, Channel, ExecEnv, HandlerRef, ListKind, RelPath, Request, Status, SyncType,
-    MAX_DATAGRAM, VERSION,
+    encode, CallArgs, Channel, ExecEnv, HandlerRef, ListKind, ProtoError, RelPath, Request, Status,
+    SyncType, MAX_DATAGRAM, VERSION,
 };
-use crate::privsep::protocol::{ApiEvent, ObjType};
+use crate::privsep::protocol::{ApiEvent, DumpFile, ObjType, MAX_FDS};
 
 fn memfd(sealed: bool) -> Option<OwnedFd> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -67,6 +67,32 @@ fn so_sync(path: &[u8], recursive: bool, more: bool) -> Request {
         }],
         more,
     }
+}
+
+/// clsync's dump layout with `threads` thread files after it.
+fn dump_files(threads: usize) -> Vec<DumpFile> {
+    let mut f = vec![DumpFile::Instance];
+    f.extend((0..4).map(DumpFile::Queue));
+    f.extend((0..threads as u64).map(|num| DumpFile::Thread {
+        iteration: 1,
+        num,
+        pid: 1,
+    }));
+    f
+}
+
+/// Sends a Dump declaring `files` with `fds` memfds (the first unsealed when `!sealed`).
+fn dump(chan: &Channel, files: Vec<DumpFile>, fds: usize, sealed: bool) -> Result<(), ProtoError> {
+    let mut owned = Vec::new();
+    for i in 0..fds {
+        match memfd(sealed || i > 0) {
+            Some(fd) => owned.push(fd),
+            None => return Ok(()),
+        }
+    }
+    let raw: Vec<_> = owned.iter().map(|f| f.as_raw_fd()).collect();
+    // Bypasses Channel::send's own check of the fd count.
+    encode(&Request::Dump { files }).and_then(|b| chan.send_raw(&b, &raw))
 }
 
 /// Sends the forged request `kind`; unknown kinds are reported and do nothing.
@@ -231,6 +257,20 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
                 },
                 &[],
             )
+        }
+        // Dumps: an unsealed memfd, more fds than the files declared, one file (and fd) more
+        // than a dump may have (the receive buffer, rounded up to 8 bytes, still takes it, so
+        // the helper's own limit answers), far more fds than any message may carry (the
+        // control data is cut, MSG_CTRUNC: the kernel closes the rest, the receive fails), a file the layout does not have
+        // (queue/4 where queue/3 goes).
+        "dump-unsealed" => dump(chan, dump_files(0), 5, false),
+        "dump-undeclared-fd" => dump(chan, dump_files(0), 6, true),
+        "dump-too-many-files" => dump(chan, dump_files(MAX_FDS - 4), MAX_FDS + 1, true),
+        "dump-too-many-fds" => dump(chan, dump_files(MAX_FDS - 4), 2 * MAX_FDS, true),
+        "dump-bad-name" => {
+            let mut files = dump_files(0);
+            files[4] = DumpFile::Queue(4);
+            dump(chan, files, 5, true)
         }
         "garbage" => chan.send_raw(&[0xff, 0xfe, 0xfd, 0x00, 0x42], &[]),
         "oversized" => chan.send_raw(&vec![1u8; MAX_DATAGRAM + 4096], &[]),

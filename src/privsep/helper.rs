@@ -29,7 +29,7 @@ use nix::unistd::{unlinkat, ForkResult, Pid, UnlinkatFlags};
 
 use crate::handler::template::path_arg;
 use crate::privsep::policy::ExecPolicy;
-use crate::privsep::protocol::{ApiEvent, SyncType};
+use crate::privsep::protocol::{ApiEvent, DumpFile, SyncType, MAX_DUMP_THREADS};
 use crate::privsep::protocol::{
     CallArgs, Channel, Chunk, Entry, ExecEnv, ExitStatus, HandlerRef, Kind, ListKind, ProtoError,
     RelPath, Reply, Request, StatResult, WatchResult, CHUNK_OVERHEAD, MAX_BATCH, MAX_DATAGRAM,
@@ -543,7 +543,49 @@ impl Helper {
                 events,
                 more,
             } => self.so_sync(job, env, events, more),
+            Request::Dump { files } => self.dump(&files, fds),
         }
+    }
+
+    /// Signal 29 / the control socket's `dump`: checks the files against clsync's layout and
+    /// every fd like a list, then writes them into the configured --dump-dir, which must not
+    /// exist. A directory that cannot be made (EEXIST, EACCES, …) is answered with its errno,
+    /// audited, and the session goes on: the administrator's state, not the worker's doing.
+    fn dump(&mut self, files: &[DumpFile], fds: Vec<OwnedFd>) -> Result<Option<End>, String> {
+        let Some(dir) = self.s.policy.dump_dir.clone() else {
+            return Err(
+                "a Dump, but dumps are off (no --dump-dir outside the watched tree)".into(),
+            );
+        };
+        let names = dump_layout(files)?;
+        let mut sizes = Vec::with_capacity(fds.len());
+        for (fd, f) in fds.iter().zip(files) {
+            sizes.push(sealed_size(fd, &format!("dump file {}:", f.describe()))?);
+        }
+        let total: u64 = sizes.iter().fold(0, |a, &b| a.saturating_add(b));
+        if total > MAX_DUMP_BYTES {
+            return Err(format!(
+                "a Dump of {total} bytes (at most {MAX_DUMP_BYTES})"
+            ));
+        }
+        let shown = dir.display().to_string();
+        let errno = match write_dump(&dir, &names, &fds, &sizes) {
+            Ok(()) => {
+                crate::log::audit(
+                    "dump",
+                    audit_fields!["dir" => shown, "files" => names.len(), "bytes" => total],
+                );
+                0
+            }
+            Err((e, step)) => {
+                crate::log::audit(
+                    "dump-failed",
+                    audit_fields!["dir" => shown, "errno" => format!("{e:?}"), "step" => step],
+                );
+                e as i32
+            }
+        };
+        self.send(&Reply::Dumped { errno })
     }
 
     /// Mode so: collects the parts of a call, checks every event, and calls the shared object's
@@ -1062,21 +1104,7 @@ impl Helper {
 
     /// Checks that `fd` is a memfd sealed against every change and copies it into `name`.
     fn materialize(&self, fd: &OwnedFd, name: &str) -> Result<(), String> {
-        let need = SealFlag::F_SEAL_WRITE
-            | SealFlag::F_SEAL_GROW
-            | SealFlag::F_SEAL_SHRINK
-            | SealFlag::F_SEAL_SEAL;
-        let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
-            .map_err(|e| format!("a list fd is not a sealable memfd (F_GET_SEALS: {e})"))?;
-        if !SealFlag::from_bits_truncate(seals).contains(need) {
-            return Err(format!(
-                "a list memfd is not fully sealed (seals {seals:#x})"
-            ));
-        }
-        let st = fstat(fd).map_err(|e| format!("fstat of a list fd: {e}"))?;
-        if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
-            return Err("a list fd is not a regular memfd".into());
-        }
+        let size = sealed_size(fd, "a list")?;
         let mode = if self.s.policy.uid == self.s.helper_uid {
             0o600
         } else {
@@ -1089,23 +1117,7 @@ impl Helper {
             Mode::from_bits_truncate(mode),
         )
         .map_err(|e| format!("creating list file {name}: {e}"))?;
-        let src = std::fs::File::from(fd.try_clone().map_err(|e| format!("dup: {e}"))?);
-        let dst = std::fs::File::from(out);
-        let mut off = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let size = st.st_size.max(0) as u64;
-        while off < size {
-            let n = src
-                .read_at(&mut buf, off)
-                .map_err(|e| format!("reading a list memfd: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all_at(&buf[..n], off)
-                .map_err(|e| format!("writing list file {name}: {e}"))?;
-            off += n as u64;
-        }
-        Ok(())
+        copy_sealed(fd, size, out).map_err(|e| format!("writing list file {name}: {e}"))
     }
 
     fn unlink_all(&self, files: &[CString]) {
@@ -1406,6 +1418,47 @@ fn fixer_child(
     crate::privsep::fixer::run(&h.s.root, fixer, paths)
 }
 
+/// The size of `fd` if it is a memfd sealed against every change (write, grow, shrink, more
+/// seals): what the worker sends can no longer change once the helper checked it. Anything
+/// else (a regular file, a pipe, an unsealed or partly sealed memfd) is a refusal.
+/// `what` names the fd in the refusal ("a list", "a dump file").
+fn sealed_size(fd: &OwnedFd, what: &str) -> Result<u64, String> {
+    let need = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_SEAL;
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
+        .map_err(|e| format!("{what} fd is not a sealable memfd (F_GET_SEALS: {e})"))?;
+    if !SealFlag::from_bits_truncate(seals).contains(need) {
+        return Err(format!(
+            "{what} memfd is not fully sealed (seals {seals:#x})"
+        ));
+    }
+    let st = fstat(fd).map_err(|e| format!("fstat of {what} fd: {e}"))?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(format!("{what} fd is not a regular memfd"));
+    }
+    Ok(st.st_size.max(0) as u64)
+}
+
+/// Copies the first `size` bytes of the sealed memfd `fd` into `out`.
+fn copy_sealed(fd: &OwnedFd, size: u64, out: OwnedFd) -> Result<(), Errno> {
+    let io = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let src = std::fs::File::from(fd.try_clone().map_err(io)?);
+    let dst = std::fs::File::from(out);
+    let mut off = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while off < size {
+        let n = src.read_at(&mut buf, off).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all_at(&buf[..n], off).map_err(io)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
 fn check_paths(paths: &[RelPath]) -> Result<(), String> {
     if paths.len() > MAX_BATCH {
         return Err(format!(
@@ -1440,5 +1493,248 @@ fn name(r: &Request) -> &'static str {
         Request::Shutdown => "Shutdown",
         Request::Violation { .. } => "Violation",
         Request::SoSync { .. } => "SoSync",
+        Request::Dump { .. } => "Dump",
+    }
+}
+
+/// Most bytes one dump may write: the worker's memfds are charged to its memory cgroup, and
+/// this bounds what it can make the helper put on the administrator's disk.
+pub const MAX_DUMP_BYTES: u64 = 1 << 30;
+
+/// Where a dump file goes: the dump directory itself, `queue/` or `threads/`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum DumpSub {
+    Root,
+    Queue,
+    Threads,
+}
+
+/// Checks a Dump's files against clsync's layout (`instance`, `queue/0` … `queue/3`, then
+/// distinct `threads/ITER-NUM-PID`, at most [`MAX_DUMP_THREADS`]) and names them: every name is
+/// made here from typed numbers, none comes from the worker.
+fn dump_layout(files: &[DumpFile]) -> Result<Vec<(DumpSub, String)>, String> {
+    let allowed = "a dump is instance, queue/0 … queue/3, then threads/ITERATION-NUM-PID";
+    if files.len() < 5 {
+        return Err(format!("a Dump of {} files ({allowed})", files.len()));
+    }
+    if files.len() > 5 + MAX_DUMP_THREADS {
+        return Err(format!(
+            "a Dump of {} files (at most {})",
+            files.len(),
+            5 + MAX_DUMP_THREADS
+        ));
+    }
+    let mut out: Vec<(DumpSub, String)> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let fits = match (i, f) {
+            (0, DumpFile::Instance) => true,
+            (1..=4, DumpFile::Queue(n)) => usize::from(*n) == i - 1,
+            (5.., DumpFile::Thread { .. }) => f.name().is_some(),
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "dump file {} is not allowed at position {i} ({allowed})",
+                f.describe()
+            ));
+        }
+        let name = f.name().unwrap_or_default();
+        let entry = match name.split_once('/') {
+            Some(("queue", leaf)) => (DumpSub::Queue, leaf.to_string()),
+            Some(("threads", leaf)) => (DumpSub::Threads, leaf.to_string()),
+            _ => (DumpSub::Root, name),
+        };
+        if out.contains(&entry) {
+            return Err(format!("dump file {} twice", f.describe()));
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Creates the dump directory (mode 0750; it must not exist: mkdir never follows a symlink
+/// there) and its `queue` and `threads` subdirectories, and writes each file (mode 0640)
+/// with `openat` from its directory's fd, `O_CREAT | O_EXCL | O_NOFOLLOW`. The error names the
+/// step that failed.
+fn write_dump(
+    dir: &std::path::Path,
+    names: &[(DumpSub, String)],
+    fds: &[OwnedFd],
+    sizes: &[u64],
+) -> Result<(), (Errno, String)> {
+    let dir_mode = Mode::from_bits_truncate(0o750);
+    let file_mode = Mode::from_bits_truncate(0o640);
+    let at = |step: &str| {
+        let step = step.to_string();
+        move |e: Errno| (e, step)
+    };
+    nix::unistd::mkdir(dir, dir_mode).map_err(at("mkdir"))?;
+    let open_dir = |parent: Option<&OwnedFd>, name: &str| -> Result<OwnedFd, Errno> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match parent {
+            None => nix::fcntl::open(dir, flags, Mode::empty())?,
+            Some(p) => openat(p, name, flags, Mode::empty())?,
+        };
+        // Exactly 0750, whatever the umask.
+        nix::sys::stat::fchmod(&fd, dir_mode)?;
+        Ok(fd)
+    };
+    let root = open_dir(None, "").map_err(at("open"))?;
+    let mut subs = Vec::new();
+    for sub in ["queue", "threads"] {
+        nix::sys::stat::mkdirat(&root, sub, dir_mode).map_err(at(&format!("mkdir {sub}")))?;
+        subs.push(open_dir(Some(&root), sub).map_err(at(&format!("open {sub}")))?);
+    }
+    for (((sub, leaf), fd), &size) in names.iter().zip(fds).zip(sizes) {
+        let parent = match sub {
+            DumpSub::Root => &root,
+            DumpSub::Queue => &subs[0],
+            DumpSub::Threads => &subs[1],
+        };
+        let out = openat(
+            parent,
+            leaf.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            file_mode,
+        )
+        .map_err(at(&format!("create {leaf}")))?;
+        nix::sys::stat::fchmod(&out, file_mode).map_err(at(&format!("chmod {leaf}")))?;
+        copy_sealed(fd, size, out).map_err(at(&format!("write {leaf}")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn base() -> Vec<DumpFile> {
+        vec![
+            DumpFile::Instance,
+            DumpFile::Queue(0),
+            DumpFile::Queue(1),
+            DumpFile::Queue(2),
+            DumpFile::Queue(3),
+        ]
+    }
+
+    fn thread(num: u64) -> DumpFile {
+        DumpFile::Thread {
+            iteration: 4,
+            num,
+            pid: 100 + num as i32,
+        }
+    }
+
+    #[test]
+    fn dump_layout_is_clsyncs_and_nothing_else() {
+        let mut ok = base();
+        ok.extend([thread(1), thread(2)]);
+        let names = dump_layout(&ok).unwrap();
+        assert_eq!(names[0], (DumpSub::Root, "instance".to_string()));
+        assert_eq!(names[4], (DumpSub::Queue, "3".to_string()));
+        assert_eq!(names[6], (DumpSub::Threads, "4-2-102".to_string()));
+        let refused = |files: Vec<DumpFile>, why: &str| {
+            let e = dump_layout(&files).unwrap_err();
+            assert!(e.contains(why), "{files:?}: {e}");
+        };
+        refused(base()[..4].to_vec(), "a Dump of 4 files");
+        let mut q4 = base();
+        q4[4] = DumpFile::Queue(4);
+        refused(q4, "dump file queue/4 is not allowed");
+        let mut swapped = base();
+        swapped.swap(1, 2);
+        refused(swapped, "dump file queue/1 is not allowed at position 1");
+        let mut twice = base();
+        twice.extend([thread(1), thread(1)]);
+        refused(twice, "threads/4-1-101 twice");
+        let mut no_pid = base();
+        no_pid.push(DumpFile::Thread {
+            iteration: 1,
+            num: 1,
+            pid: 0,
+        });
+        refused(no_pid, "threads/1-1-0 is not allowed");
+        let mut queue_late = base();
+        queue_late.push(DumpFile::Queue(0));
+        refused(queue_late, "queue/0 is not allowed at position 5");
+        let mut many = base();
+        many.extend((0..=MAX_DUMP_THREADS as u64).map(thread));
+        refused(many, "at most");
+    }
+
+    fn memfd(text: &[u8]) -> OwnedFd {
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create("t", MFdFlags::MFD_ALLOW_SEALING).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(text).unwrap();
+        let fd = OwnedFd::from(f);
+        fcntl(
+            &fd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .unwrap();
+        fd
+    }
+
+    #[test]
+    fn a_dump_is_written_once_with_its_modes_and_never_over_something() {
+        let top = std::env::temp_dir().join(format!("clsync-rs-dump-unit.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        std::fs::create_dir(&top).unwrap();
+        let dir = top.join("d");
+        let mut files = base();
+        files.push(thread(7));
+        let names = dump_layout(&files).unwrap();
+        let texts: Vec<Vec<u8>> = (0..files.len())
+            .map(|i| format!("content {i}\n").into_bytes())
+            .collect();
+        let fds: Vec<OwnedFd> = texts.iter().map(|t| memfd(t)).collect();
+        let sizes: Vec<u64> = fds.iter().map(|f| sealed_size(f, "t").unwrap()).collect();
+        write_dump(&dir, &names, &fds, &sizes).unwrap();
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for d in ["", "queue", "threads"] {
+            assert_eq!(mode(&dir.join(d)), 0o750, "{d}");
+        }
+        assert_eq!(std::fs::read(dir.join("instance")).unwrap(), texts[0]);
+        assert_eq!(std::fs::read(dir.join("queue/3")).unwrap(), texts[4]);
+        assert_eq!(
+            std::fs::read(dir.join("threads/4-7-107")).unwrap(),
+            texts[5]
+        );
+        assert_eq!(mode(&dir.join("queue/0")), 0o640);
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(std::fs::metadata(dir.join("queue/0")).unwrap().uid(), me);
+        // A second dump into the same place: EEXIST, nothing touched.
+        let e = write_dump(&dir, &names, &fds, &sizes).unwrap_err();
+        assert_eq!(e.0, Errno::EEXIST);
+        // A symlink where the dump dir would go is not followed.
+        let elsewhere = top.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = top.join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert_eq!(
+            write_dump(&link, &names, &fds, &sizes).unwrap_err().0,
+            Errno::EEXIST
+        );
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        // An unsealed memfd is refused by name.
+        let loose =
+            nix::sys::memfd::memfd_create("t", nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING)
+                .unwrap();
+        let e = sealed_size(&loose, "dump file queue/0:").unwrap_err();
+        assert!(
+            e.contains("dump file queue/0: memfd is not fully sealed"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

@@ -34,6 +34,9 @@ pub struct ExecPolicy {
     pub rules_file: Option<std::path::PathBuf>,
     /// --standby-file, checked by the helper for the worker.
     pub standby_file: Option<std::path::PathBuf>,
+    /// --dump-dir (absolute, %label% expanded, outside the tree): the only place a Dump
+    /// writes; None when dumps are off.
+    pub dump_dir: Option<std::path::PathBuf>,
     /// --modification-signature field mask (0: off); the helper digests these stat fields.
     pub signature: u16,
     /// The built-in fixer that replaces a recognised chown/chgrp/chmod handler.
@@ -159,6 +162,7 @@ impl ExecPolicy {
             initial_template,
             signature: cfg.modification_signature,
             standby_file: cfg.standby_file.clone(),
+            dump_dir: cfg.dump_dir.clone(),
             pre_exit_hook: cfg
                 .pre_exit_hook
                 .as_ref()

@@ -7,9 +7,10 @@
 //! * Decoding is total: any byte string gives a message or a [`ProtoError`], never a panic. Serde
 //!   caps what a length prefix may preallocate (1 MiB), and anything larger must be backed by real
 //!   bytes in a datagram of at most 64 KiB.
-//! * File descriptors travel only with `SCM_RIGHTS` on the one message that declares them
-//!   ([`Request::Exec`], one fd per entry of `lists`), are received with `MSG_CMSG_CLOEXEC`, and a
-//!   datagram whose fds do not match its declaration is an error.
+//! * File descriptors travel only with `SCM_RIGHTS` on the messages that declare them
+//!   ([`Request::Exec`], one fd per entry of `lists`; [`Request::Dump`], one per entry of
+//!   `files`), are received with `MSG_CMSG_CLOEXEC`, and a datagram whose fds do not match its
+//!   declaration is an error.
 //! * The first exchange is `Hello { version }` both ways; any other version ends the session.
 #![forbid(unsafe_code)]
 
@@ -28,8 +29,13 @@ pub const VERSION: u32 = 2;
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// Most paths in one batched request (Walk, Stat): their replies must fit a datagram too.
 pub const MAX_BATCH: usize = 1024;
-/// Most fds one message may carry (an include and an exclude list).
-pub const MAX_FDS: usize = 2;
+/// Most `threads/…` files one dump may have (the helper runs at most this many handlers).
+pub const MAX_DUMP_THREADS: usize = 64;
+/// Most files one dump has: `instance`, `queue/0` … `queue/3`, and the running jobs.
+pub const MAX_DUMP_FILES: usize = 5 + MAX_DUMP_THREADS;
+/// Most fds one message may carry: a dump's files (an Exec carries at most two lists). More
+/// truncate the control data, which ends the session.
+pub const MAX_FDS: usize = MAX_DUMP_FILES;
 
 /// A path relative to the watch root: bytes, no NUL, no leading `/`, no empty, `.` or `..`
 /// component. The root itself is the empty path. The helper re-checks every path it receives
@@ -279,6 +285,51 @@ pub struct ApiEvent {
     pub new: ObjType,
 }
 
+/// One file of a dump, in clsync's layout. The helper makes the name from these typed values
+/// (the worker names no path): `instance`, `queue/<n>` and `threads/<iteration>-<num>-<pid>`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DumpFile {
+    Instance,
+    /// clsync's queue numbers: 0 normal, 1 big files, 2 instant, 3 lock-wait.
+    Queue(u8),
+    /// A running handler job (--threading): the pass's iteration, the job number, its pid.
+    Thread {
+        iteration: u64,
+        num: u64,
+        pid: i32,
+    },
+}
+
+impl DumpFile {
+    /// The file's path inside the dump directory, if it is one a dump may have.
+    pub fn name(&self) -> Option<String> {
+        match *self {
+            DumpFile::Instance => Some("instance".into()),
+            DumpFile::Queue(n) if n <= 3 => Some(format!("queue/{n}")),
+            DumpFile::Queue(_) => None,
+            DumpFile::Thread {
+                iteration,
+                num,
+                pid,
+            } if pid > 0 => Some(format!("threads/{iteration}-{num}-{pid}")),
+            DumpFile::Thread { .. } => None,
+        }
+    }
+
+    /// The name for messages, also for a file that is not allowed.
+    pub fn describe(&self) -> String {
+        match *self {
+            DumpFile::Queue(n) => format!("queue/{n}"),
+            DumpFile::Thread {
+                iteration,
+                num,
+                pid,
+            } => format!("threads/{iteration}-{num}-{pid}"),
+            DumpFile::Instance => "instance".into(),
+        }
+    }
+}
+
 /// Worker → helper.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -338,6 +389,13 @@ pub enum Request {
         events: Vec<ApiEvent>,
         more: bool,
     },
+    /// Signal 29 or the control socket's `dump`: write clsync's dump of the queues into the
+    /// configured --dump-dir (the helper's path from the policy: the request names none). One
+    /// sealed memfd per entry of `files` rides along, in order: `instance`, `queue/0` …
+    /// `queue/3`, then one `threads/…` per running job. Answered by `Dumped`.
+    Dump {
+        files: Vec<DumpFile>,
+    },
 }
 
 /// Helper → worker.
@@ -374,6 +432,10 @@ pub enum Reply {
     /// The request was refused; the helper audits it and ends the session.
     Refused {
         reason: String,
+    },
+    /// The answer to a Dump: 0 when written, else the errno (EEXIST: the directory exists).
+    Dumped {
+        errno: i32,
     },
 }
 
@@ -456,6 +518,7 @@ impl DeclaresFds for Request {
     fn declared_fds(&self) -> usize {
         match self {
             Request::Exec { lists, .. } => lists.len(),
+            Request::Dump { files } => files.len(),
             _ => 0,
         }
     }
@@ -753,6 +816,29 @@ mod tests {
         .map(|o| o.c_value())
         .collect();
         assert_eq!(c, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn dump_files_are_named_by_the_helper_and_bounded() {
+        assert_eq!(DumpFile::Instance.name().as_deref(), Some("instance"));
+        assert_eq!(DumpFile::Queue(0).name().as_deref(), Some("queue/0"));
+        assert_eq!(DumpFile::Queue(3).name().as_deref(), Some("queue/3"));
+        assert_eq!(DumpFile::Queue(4).name(), None);
+        let t = |pid| DumpFile::Thread {
+            iteration: 7,
+            num: 3,
+            pid,
+        };
+        assert_eq!(t(99).name().as_deref(), Some("threads/7-3-99"));
+        assert_eq!(t(0).name(), None);
+        assert_eq!(t(-1).name(), None);
+        let d = Request::Dump {
+            files: vec![DumpFile::Instance; MAX_DUMP_FILES],
+        };
+        assert_eq!(d.declared_fds(), MAX_DUMP_FILES);
+        assert_eq!(MAX_FDS, MAX_DUMP_FILES);
+        let r = Reply::Dumped { errno: 17 };
+        assert_eq!(decode::<Reply>(&encode(&r).unwrap()).unwrap(), r);
     }
 
     #[test]

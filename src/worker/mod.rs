@@ -12,6 +12,7 @@
 //! handler) is a request to the helper; the worker holds no capability and opens no path.
 #![forbid(unsafe_code)]
 
+mod dump;
 mod events;
 mod passes;
 mod walk;
@@ -94,6 +95,12 @@ struct Call {
 
 struct Running {
     job: u64,
+    /// The current call's handler pid, the iteration the pass counts as, when the call
+    /// started (unix seconds) and which try of the pass it is: for a dump's `threads/` files.
+    pid: i32,
+    iteration: u64,
+    started: u64,
+    tries: u64,
     batch: Batch,
     initial: bool,
     /// Calls of this pass still to run after the current one (argv-size splits, per-path calls).
@@ -166,6 +173,8 @@ pub struct Worker {
     mount_points: std::collections::HashSet<Vec<u8>>,
     resync: bool,
     reload: bool,
+    /// Signal 29: a dump into --dump-dir is due.
+    dump_pending: bool,
     exit_code: Option<i32>,
     buf: Vec<u8>,
     hooks: TestHooks,
@@ -228,6 +237,7 @@ impl Worker {
             mount_points: Default::default(),
             resync: false,
             reload: false,
+            dump_pending: false,
             exit_code: None,
             // inotify needs room for at least one event with a maximal name.
             buf: vec![0u8; 256 * 1024],
@@ -281,26 +291,43 @@ impl Worker {
 
     /// Serves the readable control fds (`0`: the listener, `i`: connection `i - 1`), from the
     /// highest index down, as serving may remove a connection.
-    fn serve_control(&mut self, mut ready: Vec<usize>) {
+    fn serve_control(&mut self, mut ready: Vec<usize>) -> Result<(), ClientError> {
         let snap = self.snapshot();
-        let Some(c) = self.control.as_mut() else {
-            return;
+        // Out of `self` while it is served: a `dump` needs the worker (and its helper channel).
+        let Some(mut c) = self.control.take() else {
+            return Ok(());
         };
         ready.sort_unstable();
         let mut die = false;
+        let mut fatal = None;
+        let mut on_dump = |dir: Option<&str>| match self.socket_dump(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                fatal.get_or_insert(e);
+                crate::control::DumpResult::Failed {
+                    dir: dir.unwrap_or_default().to_string(),
+                    errno: libc::EIO,
+                }
+            }
+        };
         for &i in ready.iter().rev().filter(|&&i| i > 0) {
-            if c.serve(i - 1, &snap) == crate::control::Action::Die {
+            if c.serve(i - 1, &snap, &mut on_dump) == crate::control::Action::Die {
                 die = true;
             }
         }
         if ready.first() == Some(&0) {
             c.accept();
         }
+        self.control = Some(c);
+        if let Some(e) = fatal {
+            return Err(e);
+        }
         if die {
             crate::info!("control socket: die");
             self.quitting = true;
             self.set_status(Status::Terminating);
         }
+        Ok(())
     }
 
     /// Writes the state word to --status-file (in place: the worker cannot create files).
@@ -570,7 +597,7 @@ impl Worker {
                 (r(&fds[0]), r(&fds[1]), r(&fds[2]), ctl)
             };
             if !ctl.is_empty() {
-                self.serve_control(ctl);
+                self.serve_control(ctl)?;
             }
             if sig {
                 self.on_signals();
@@ -579,6 +606,9 @@ impl Worker {
                 }
                 if std::mem::take(&mut self.reload) {
                     self.reload_rules()?;
+                }
+                if std::mem::take(&mut self.dump_pending) {
+                    self.dump("signal 29")?;
                 }
             }
             if chan {
@@ -749,11 +779,8 @@ impl Worker {
                 Signal::SIGUSR1 | Signal::SIGSTKFLT => {
                     crate::debug!(1, "{sig}: nothing to do (children are reaped as they end)")
                 }
-                // clsync: 29 writes a dump of the queues into --dump-dir.
-                Signal::SIGIO => crate::warning!(
-                    "signal 29 asks for a dump of the queues: dumps are not implemented by this \
-                     build, nothing was written; the daemon goes on"
-                ),
+                // clsync's SIGUSR_DUMP: a dump of the queues into --dump-dir.
+                Signal::SIGIO => self.dump_pending = true,
                 other => crate::debug!(1, "{other} ignored"),
             }
         }

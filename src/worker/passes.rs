@@ -68,10 +68,14 @@ impl Worker {
         let Some(first) = calls.pop_front() else {
             return Ok(false);
         };
-        let job = self.exec(first)?;
+        let (job, pid) = self.exec(first)?;
         let deadline = self.deadline();
         self.running.push(Running {
             job,
+            pid,
+            iteration: self.iteration,
+            started: unix_now(),
+            tries: self.tries + 1,
             batch,
             initial,
             rest: calls,
@@ -109,11 +113,15 @@ impl Worker {
                 so_events: None,
             }
         };
-        let job = self.exec(call)?;
+        let (job, pid) = self.exec(call)?;
         self.iteration += 1;
         let deadline = self.deadline();
         self.running.push(Running {
             job,
+            pid,
+            iteration: self.iteration,
+            started: unix_now(),
+            tries: self.tries + 1,
             batch: Batch::default(),
             initial,
             rest: VecDeque::new(),
@@ -205,7 +213,8 @@ impl Worker {
             .then(|| Instant::now() + Duration::from_secs(self.cfg.timeout_sync))
     }
 
-    pub(super) fn exec(&mut self, call: Call) -> Result<u64, ClientError> {
+    /// Starts one call; returns its job number and the handler's pid.
+    pub(super) fn exec(&mut self, call: Call) -> Result<(u64, i32), ClientError> {
         let job = self.next_job;
         self.next_job += 1;
         let env = ExecEnv {
@@ -218,15 +227,11 @@ impl Worker {
             call.args.paths.len(),
             call.args.sync_type
         );
-        match call.so_events {
-            Some(events) => {
-                self.client.so_sync(job, env, events)?;
-            }
-            None => {
-                self.client.exec(job, call.lists, env, call.args)?;
-            }
-        }
-        Ok(job)
+        let pid = match call.so_events {
+            Some(events) => self.client.so_sync(job, env, events)?,
+            None => self.client.exec(job, call.lists, env, call.args)?,
+        };
+        Ok((job, pid))
     }
 
     /// Turns a batch into handler calls, as the mode and the template want them: rsync lists;
@@ -444,7 +449,8 @@ impl Worker {
         if self.cfg.exit_ok(code) && !timed_out {
             let mut run = run;
             if let Some(next) = run.rest.pop_front() {
-                run.job = self.exec(next)?;
+                (run.job, run.pid) = self.exec(next)?;
+                run.started = unix_now();
                 run.deadline = self.deadline();
                 self.running.push(run);
                 return Ok(());
@@ -517,6 +523,13 @@ impl Worker {
     }
 }
 
+/// Seconds since the epoch, now.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A mode-so call with these events.
 fn so_call(events: Vec<ApiEvent>) -> Call {
     Call {
@@ -569,6 +582,15 @@ fn sealed(
     } else {
         "clsync-exclist"
     };
+    sealed_memfd(name, write)
+}
+
+/// Writes `write`'s output into a new memfd and seals it (write, grow, shrink, seal): what the
+/// helper checks before it copies a list or a dump file.
+pub(super) fn sealed_memfd(
+    name: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<OwnedFd> {
     let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let mut f = std::fs::File::from(fd);
     {

@@ -21,7 +21,7 @@ use clsync_rs::privsep::protocol::{
     ProtoError, RelPath, Reply, Request, StatResult, Status, SyncType, WatchResult, MAX_DATAGRAM,
     VERSION,
 };
-use clsync_rs::privsep::protocol::{ApiEvent, ObjType};
+use clsync_rs::privsep::protocol::{ApiEvent, DumpFile, ObjType};
 use clsync_rs::rules::{ObjKind, Rules, ALL, MONITOR, SYNC, WALK};
 use clsync_rs::sandbox::caps::parse_cap_list;
 
@@ -62,8 +62,8 @@ pub const HOSTILE_NAMES: &[&[u8]] = &[
 /// Number of `Request` and `Reply` variants; [`request_variant`] and [`reply_variant`] number
 /// them with exhaustive matches, so a new variant does not compile until it is numbered here
 /// (and the samples below must then include it: `tests/randomized.rs` checks that).
-pub const REQUEST_VARIANTS: usize = 11;
-pub const REPLY_VARIANTS: usize = 9;
+pub const REQUEST_VARIANTS: usize = 12;
+pub const REPLY_VARIANTS: usize = 10;
 
 pub fn request_variant(r: &Request) -> usize {
     match r {
@@ -78,6 +78,7 @@ pub fn request_variant(r: &Request) -> usize {
         Request::Shutdown => 8,
         Request::Violation { .. } => 9,
         Request::SoSync { .. } => 10,
+        Request::Dump { .. } => 11,
     }
 }
 
@@ -92,6 +93,7 @@ pub fn reply_variant(r: &Reply) -> usize {
         Reply::Standby { .. } => 6,
         Reply::Exited { .. } => 7,
         Reply::Refused { .. } => 8,
+        Reply::Dumped { .. } => 9,
     }
 }
 
@@ -181,6 +183,18 @@ pub fn sample_requests() -> Vec<Request> {
             ],
             more: true,
         },
+        Request::Dump {
+            files: vec![
+                DumpFile::Instance,
+                DumpFile::Queue(0),
+                DumpFile::Queue(u8::MAX),
+                DumpFile::Thread {
+                    iteration: u64::MAX,
+                    num: 0,
+                    pid: i32::MIN,
+                },
+            ],
+        },
     ]
 }
 
@@ -269,6 +283,7 @@ pub fn sample_replies() -> Vec<Reply> {
         Reply::Refused {
             reason: "path not allowed: dot component".into(),
         },
+        Reply::Dumped { errno: 17 },
     ]
 }
 
