@@ -5,9 +5,16 @@
 //! operation over the repetitions. These are ns/op figures to compare between commits on the same
 //! machine, not assertions. `cargo bench --bench pipeline -- FILTER` runs the cases whose name
 //! contains FILTER.
+//!
+//! The `tree memory` case counts the heap bytes the watch tree holds through a counting global
+//! allocator (switched on only around that case, so the timed cases pay one relaxed load per
+//! allocation): the bytes asked for, and the bytes of the malloc chunks that hold them
+//! (`malloc_usable_size` + glibc's 8-byte chunk header), which is what RSS sees.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clsync_rs::handler::rsynclist::{ListFlags, RsyncLists};
@@ -23,6 +30,72 @@ const MIN_REPS: usize = 5;
 
 /// Directories in the tree cases and paths in the queue and list cases.
 const N: usize = 100_000;
+
+/// Directories in the memory case: the harness's 1M-file tree (20 files per directory).
+const N_MEM: usize = 50_000;
+
+/// The system allocator, counting live heap bytes while `COUNTING` is on.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Bytes asked for (Layout sizes), live.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Bytes of the malloc chunks behind them, live, and the highest value seen.
+static LIVE_CHUNK: AtomicIsize = AtomicIsize::new(0);
+static PEAK_CHUNK: AtomicIsize = AtomicIsize::new(0);
+
+/// The size of the glibc chunk behind `ptr`: its usable size plus the 8-byte size header.
+fn chunk(ptr: *mut u8) -> isize {
+    // SAFETY: `ptr` is a live block from the system allocator (malloc, posix_memalign).
+    (unsafe { libc::malloc_usable_size(ptr.cast()) } + 8) as isize
+}
+
+fn count(req: isize, chunk: isize) {
+    LIVE.fetch_add(req, Relaxed);
+    let now = LIVE_CHUNK.fetch_add(chunk, Relaxed) + chunk;
+    PEAK_CHUNK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if COUNTING.load(Relaxed) && !p.is_null() {
+            count(layout.size() as isize, chunk(p));
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Relaxed) {
+            count(-(layout.size() as isize), -chunk(ptr));
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if COUNTING.load(Relaxed) && !p.is_null() {
+            count(layout.size() as isize, chunk(p));
+        }
+        p
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let counting = COUNTING.load(Relaxed);
+        let old = if counting { chunk(ptr) } else { 0 };
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if counting && !p.is_null() {
+            count(new_size as isize - layout.size() as isize, chunk(p) - old);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Live bytes (asked, chunks) now.
+fn live() -> (isize, isize) {
+    (LIVE.load(Relaxed), LIVE_CHUNK.load(Relaxed))
+}
 
 struct Runner {
     filter: Option<String>,
@@ -107,6 +180,73 @@ fn heap_paths(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `n` directories named `d{i}` in a `fanout`-ary heap (directory `i`'s parent is directory
+/// `(i - 1) / fanout`, directory 0 is the root's first child): the parent index and the name
+/// of each, prepared outside the measured part.
+fn heap_shape(n: usize, fanout: usize) -> Vec<(usize, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let parent = if i == 0 { usize::MAX } else { (i - 1) / fanout };
+            (parent, format!("d{i}").into_bytes())
+        })
+        .collect()
+}
+
+/// Builds the heap of `shape` with a watch on every directory; the ids go to `ids`.
+fn build_into(shape: &[(usize, Vec<u8>)], ids: &mut Vec<NodeId>) -> Tree {
+    let mut t = Tree::new();
+    for (i, (parent, name)) in shape.iter().enumerate() {
+        let parent = ids.get(*parent).copied().unwrap_or(ROOT);
+        let id = t.add(parent, name).expect("parent exists");
+        t.set_wd(id, i as i32 + 1);
+        ids.push(id);
+    }
+    t
+}
+
+/// The heap bytes a tree of `shape` holds, and the peak while it is built; then the same after
+/// a delete storm that removes all but the last of the top directory's subtrees (in a heap the
+/// last one is the smallest: 98% of the directories go).
+fn tree_memory(r: &Runner, shape: &[(usize, Vec<u8>)], fanout: usize) {
+    let name = format!("tree memory: {} dirs, {fanout}-ary", shape.len());
+    if let Some(f) = &r.filter {
+        if !name.contains(f.as_str()) {
+            return;
+        }
+    }
+    let n = shape.len();
+    // The ids are the caller's, not the tree's: allocated before counting starts.
+    let mut ids: Vec<NodeId> = Vec::with_capacity(n);
+    COUNTING.store(true, Relaxed);
+    let (b_req, b_chunk) = live();
+    PEAK_CHUNK.store(b_chunk, Relaxed);
+    let mut t = build_into(shape, &mut ids);
+    let (req, chunk) = live();
+    let (req, chunk) = (req - b_req, chunk - b_chunk);
+    let peak = PEAK_CHUNK.load(Relaxed) - b_chunk;
+    println!(
+        "# {name}: {:.1} B/dir asked, {:.1} B/dir in malloc chunks ({chunk} B), peak while building {:.1} B/dir",
+        req as f64 / n as f64,
+        chunk as f64 / n as f64,
+        peak as f64 / n as f64
+    );
+    // Delete storm: the top directory's subtrees but the last.
+    let mut removed = 0usize;
+    for &top in ids.iter().take(fanout).skip(1) {
+        removed += t.remove(top).len();
+    }
+    let (req2, chunk2) = live();
+    let left = t.len() - 1;
+    println!(
+        "# {name}: after removing {removed} dirs ({left} left): {} B asked, {} B in chunks ({:.1} B/dir left)",
+        req2 - b_req,
+        chunk2 - b_chunk,
+        (chunk2 - b_chunk) as f64 / left as f64
+    );
+    drop(t);
+    COUNTING.store(false, Relaxed);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else that is not a flag is a name filter.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -147,6 +287,54 @@ fn main() {
             t
         },
     );
+    for fanout in [10, 20] {
+        let shape = heap_shape(N_MEM, fanout);
+        tree_memory(&r, &shape, fanout);
+        r.run(
+            &format!("tree: add, 50k dirs, {fanout}-ary (per add)"),
+            N_MEM,
+            || (),
+            |()| {
+                let mut t = Tree::new();
+                let mut ids: Vec<NodeId> = Vec::with_capacity(N_MEM);
+                for (parent, name) in &shape {
+                    let parent = ids.get(*parent).copied().unwrap_or(ROOT);
+                    ids.push(t.add(parent, black_box(name)).expect("parent exists"));
+                }
+                (t, ids)
+            },
+        );
+        let mut ids = Vec::with_capacity(N_MEM);
+        let t = build_into(&shape, &mut ids);
+        // A sibling's name with one more byte: no match, and no allocation in the timed part.
+        let misses: Vec<Vec<u8>> = shape.iter().map(|(_, n)| [n, &b"x"[..]].concat()).collect();
+        r.run(
+            &format!("tree: child() hit, 50k dirs, {fanout}-ary (per lookup)"),
+            N_MEM,
+            || (),
+            |()| {
+                let mut hits = 0usize;
+                for (i, (parent, name)) in shape.iter().enumerate() {
+                    let parent = ids.get(*parent).copied().unwrap_or(ROOT);
+                    hits += (t.child(parent, black_box(name)) == Some(ids[i])) as usize;
+                }
+                hits
+            },
+        );
+        r.run(
+            &format!("tree: child() miss, 50k dirs, {fanout}-ary (per lookup)"),
+            N_MEM,
+            || (),
+            |()| {
+                let mut hits = 0usize;
+                for ((parent, _), miss) in shape.iter().zip(&misses) {
+                    let parent = ids.get(*parent).copied().unwrap_or(ROOT);
+                    hits += t.child(parent, black_box(miss)).is_some() as usize;
+                }
+                hits
+            },
+        );
+    }
     let (tree, ids) = heap_tree(N);
     r.run(
         "tree: path() of every dir (per dir)",
