@@ -91,8 +91,8 @@ impl Worker {
                             if mode.prune {
                                 seen.entry(i).or_default().push(e.name.clone());
                             }
-                            let known = self.tree.child(id, &e.name);
-                            if let Some(child) = known.or_else(|| self.tree.add(id, &e.name)) {
+                            // `add` finds a known child too.
+                            if let Some(child) = self.tree.add(id, &e.name) {
                                 todo.push_back(child);
                             }
                         }
