@@ -975,6 +975,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn splitting_in_words_and_numbers() {
+        for (v, want) in [
+            ("off", Splitting::Off),
+            ("0", Splitting::Off),
+            ("thread", Splitting::Thread),
+            ("1", Splitting::Thread),
+            ("process", Splitting::Process),
+            ("2", Splitting::Process),
+        ] {
+            assert_eq!(Splitting::parse(v), Some(want), "{v}");
+        }
+        for v in ["", "3", "-1", "Process", "OFF", "02", "threads", "none"] {
+            assert_eq!(Splitting::parse(v), None, "{v:?}");
+        }
+        assert_eq!(Splitting::Thread.effective(), Splitting::Process);
+        assert_eq!(Splitting::Off.effective(), Splitting::Off);
+        assert_eq!(Splitting::default(), Splitting::Process);
+    }
+
+    #[test]
     fn dump_dirs_are_taken_from_the_watch_dir_and_normalised_without_the_file_system() {
         let w = Path::new("/srv/www");
         assert_eq!(dump_dir_path(w, "/tmp/d"), Path::new("/tmp/d"));

@@ -334,6 +334,35 @@ mod tests {
     }
 
     #[test]
+    fn splitting_decides_the_worker_layers() {
+        use crate::config::Splitting;
+        for s in [Splitting::Process, Splitting::Thread] {
+            let l = WorkerLayers::for_splitting(s);
+            assert_eq!(l, WorkerLayers::all(), "{s:?}");
+            assert!(Layer::ALL.iter().all(|x| l.on(*x)));
+            assert!(l.off_layers().is_empty());
+        }
+        let off = WorkerLayers::for_splitting(Splitting::Off);
+        assert_eq!(
+            off.off_layers(),
+            vec![
+                Layer::Netns,
+                Layer::Cgroup,
+                Layer::Bounding,
+                Layer::Nnp,
+                Layer::Landlock,
+                Layer::Seccomp
+            ]
+        );
+        // Still dropped: the identity and every capability set but the bounding one.
+        assert!(off.on(Layer::Identity) && off.on(Layer::CapSets));
+        let mut l = WorkerLayers::all();
+        l.switch_off(Layer::Seccomp);
+        l.switch_off(Layer::Seccomp);
+        assert_eq!(l.off_layers(), vec![Layer::Seccomp]);
+    }
+
+    #[test]
     fn error_messages_name_step_and_errno() {
         let e = SandboxError::sys("setresuid(1, 1, 1)", Errno::EPERM);
         assert_eq!(
