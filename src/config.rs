@@ -334,7 +334,7 @@ impl Config {
             "" | "off" | "non-privileged" => {}
             "everywhere" => {
                 return Err(inval(
-                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker always has its own network namespace",
+                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker has its own network namespace (unless --splitting=off)",
                 ))
             }
             other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
