@@ -359,11 +359,13 @@ pub struct Cli {
     #[arg(long = "max-iterations", value_parser = parse_num, default_value = "0")]
     pub max_iterations: u64,
 
-    /// Privilege separation: process (the default, always on) or off (debugging only)
+    /// Privilege separation: process or 2 (the default), thread or 1 (runs as process), off or 0
+    /// (debugging only: the worker is not sandboxed)
     #[arg(long = "splitting", default_value = "process")]
     pub splitting: String,
 
-    /// Accepted for compatibility: privilege separation and the sandbox are always on
+    /// Accepted for compatibility: privilege separation and the sandbox are on unless
+    /// --splitting=off
     #[arg(long = "secure-splitting")]
     pub secure_splitting: bool,
 
@@ -375,7 +377,7 @@ pub struct Cli {
     #[arg(long = "check-execvp-arguments")]
     pub check_execvp_arguments: bool,
 
-    /// Accepted for compatibility: the worker always runs under a seccomp allowlist
+    /// Accepted for compatibility: the worker runs under a seccomp allowlist unless --splitting=off
     #[arg(long = "seccomp-filter")]
     pub seccomp_filter: bool,
 

@@ -12,6 +12,48 @@ use crate::cli::{Cli, ModeArg};
 use crate::rules::Rules;
 use crate::sandbox::{caps as scaps, identity};
 
+/// `--splitting`: clsync's privilege-separation mode, in words or numbers (0 off, 1 thread,
+/// 2 process). `Thread` runs as `Process` here (clsync's thread mode shares memory between the
+/// privileged and unprivileged sides); `Off` leaves the worker unconfined (see
+/// [`crate::sandbox::WorkerLayers::for_splitting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Splitting {
+    Off,
+    Thread,
+    #[default]
+    Process,
+}
+
+impl Splitting {
+    /// The accepted spellings, for error messages.
+    pub const ACCEPTED: &'static str = "process or 2 (the default), thread or 1, off or 0";
+
+    pub fn parse(v: &str) -> Option<Splitting> {
+        match v {
+            "off" | "0" => Some(Splitting::Off),
+            "thread" | "1" => Some(Splitting::Thread),
+            "process" | "2" => Some(Splitting::Process),
+            _ => None,
+        }
+    }
+
+    /// The layout that actually runs: `thread` runs as `process`.
+    pub fn effective(self) -> Splitting {
+        match self {
+            Splitting::Thread => Splitting::Process,
+            s => s,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Splitting::Off => "off",
+            Splitting::Thread => "thread",
+            Splitting::Process => "process",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Simple,
@@ -136,6 +178,8 @@ pub struct Config {
     pub only_initialsync: bool,
     pub skip_initialsync: bool,
     pub max_iterations: u64,
+    /// --splitting as given (words or numbers); see [`Splitting::effective`].
+    pub splitting: Splitting,
 }
 
 /// A start-up error: the message names what is wrong; `code` is clsync's exit code for it
@@ -252,11 +296,25 @@ fn is_remote(dest: &str) -> bool {
 
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        if cli.splitting != "process" && cli.splitting != "2" {
-            return Err(inval(format!(
-                "--splitting={}: this build always runs privilege-separated (process); other values are not supported yet",
-                cli.splitting
-            )));
+        let splitting = Splitting::parse(&cli.splitting).ok_or_else(|| {
+            inval(format!(
+                "--splitting={}: unknown value; accepted: {}",
+                cli.splitting,
+                Splitting::ACCEPTED
+            ))
+        })?;
+        if splitting == Splitting::Off {
+            if let Some(o) = [
+                (cli.secure_splitting, "--secure-splitting"),
+                (cli.seccomp_filter, "--seccomp-filter"),
+            ]
+            .iter()
+            .find_map(|&(on, o)| on.then_some(o))
+            {
+                return Err(inval(format!(
+                    "--splitting=off together with {o}: {o} asks for the worker's seccomp filter, which --splitting=off switches off; give one of them"
+                )));
+            }
         }
         match cli.monitor.as_str() {
             "inotify" => {}
@@ -276,7 +334,7 @@ impl Config {
             "" | "off" | "non-privileged" => {}
             "everywhere" => {
                 return Err(inval(
-                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker always has its own network namespace",
+                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker has its own network namespace (unless --splitting=off)",
                 ))
             }
             other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
@@ -746,6 +804,7 @@ impl Config {
             only_initialsync: cli.only_initialsync,
             skip_initialsync: cli.skip_initialsync,
             max_iterations: cli.max_iterations,
+            splitting,
         };
         if cfg.have_recursive_sync && !cfg.mode.is_so() {
             let p = crate::privsep::policy::ExecPolicy::from_config(&cfg);
@@ -882,6 +941,18 @@ impl Config {
         );
         kv("label", self.label.clone());
         kv(
+            "splitting",
+            match self.splitting {
+                Splitting::Process => "process".to_string(),
+                Splitting::Thread => {
+                    "process (--splitting=thread runs as process: a sandboxed worker and a privileged helper)".to_string()
+                }
+                Splitting::Off => {
+                    "off (the worker is not confined: no seccomp, landlock, namespaces, cgroup limits or no_new_privs)".to_string()
+                }
+            },
+        );
+        kv(
             "dump-dir",
             match (&self.dump_dir, &self.dump_off) {
                 (Some(d), _) => d.display().to_string(),
@@ -902,6 +973,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splitting_in_words_and_numbers() {
+        for (v, want) in [
+            ("off", Splitting::Off),
+            ("0", Splitting::Off),
+            ("thread", Splitting::Thread),
+            ("1", Splitting::Thread),
+            ("process", Splitting::Process),
+            ("2", Splitting::Process),
+        ] {
+            assert_eq!(Splitting::parse(v), Some(want), "{v}");
+        }
+        for v in ["", "3", "-1", "Process", "OFF", "02", "threads", "none"] {
+            assert_eq!(Splitting::parse(v), None, "{v:?}");
+        }
+        assert_eq!(Splitting::Thread.effective(), Splitting::Process);
+        assert_eq!(Splitting::Off.effective(), Splitting::Off);
+        assert_eq!(Splitting::default(), Splitting::Process);
+    }
 
     #[test]
     fn dump_dirs_are_taken_from_the_watch_dir_and_normalised_without_the_file_system() {

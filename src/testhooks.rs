@@ -14,6 +14,9 @@
 use std::os::fd::OwnedFd;
 
 use crate::privsep::client::Client;
+#[cfg(feature = "test-hooks")]
+use crate::sandbox::Layer;
+use crate::sandbox::WorkerLayers;
 
 /// Layers a test may switch off.
 pub const LAYERS: [&str; 7] = [
@@ -22,6 +25,8 @@ pub const LAYERS: [&str; 7] = [
 
 #[derive(Default, Debug)]
 pub struct TestHooks {
+    /// Layers `CLSYNC_TEST_DISABLE` switches off (test builds only).
+    #[cfg(feature = "test-hooks")]
     disabled: Vec<String>,
     syscall: Option<String>,
     action: Option<String>,
@@ -89,13 +94,29 @@ impl TestHooks {
         TestHooks::default()
     }
 
-    /// Whether a layer is on (always, outside test builds).
-    pub fn layer_on(&self, layer: &str) -> bool {
-        let off = self.disabled.iter().any(|d| d == layer);
-        if off {
-            crate::warning!("test hook: sandbox layer {layer} is OFF");
+    /// Switches off the layers `CLSYNC_TEST_DISABLE` names in the set decided at start (nothing,
+    /// outside test builds). `caps` is both the bounding set and the other capability sets.
+    pub fn switch_off(&self, layers: &mut WorkerLayers) {
+        let _ = &layers;
+        #[cfg(feature = "test-hooks")]
+        for d in &self.disabled {
+            let which: &[Layer] = match d.as_str() {
+                "netns" => &[Layer::Netns],
+                "cgroup" => &[Layer::Cgroup],
+                "caps" => &[Layer::Bounding, Layer::CapSets],
+                "identity" => &[Layer::Identity],
+                "nnp" => &[Layer::Nnp],
+                "landlock" => &[Layer::Landlock],
+                "seccomp" => &[Layer::Seccomp],
+                _ => &[],
+            };
+            if !which.is_empty() {
+                crate::warning!("test hook: sandbox layer {d} is OFF");
+            }
+            for l in which {
+                layers.switch_off(*l);
+            }
         }
-        !off
     }
 
     /// Runs the requested attack once the daemon is ready.

@@ -217,6 +217,11 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
         ],
         &["-C", "CAP_DAC_READ_SEARCH,CAP_SETUID,CAP_SETGID,CAP_KILL"],
         &["--monitor=inotify", "--splitting=process"],
+        &["--splitting=2"],
+        &["--splitting=thread"],
+        &["--splitting=1"],
+        &["--splitting=off"],
+        &["--splitting=0"],
     ] {
         let (code, _, err) = ok(extra);
         assert_eq!(code, 0, "{extra:?}: {err}");
@@ -229,6 +234,19 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
             "not one of the helper's capabilities",
         ),
         (&["-C", "CAP_KILL"], "needs all of"),
+        (
+            &["--splitting=3"],
+            "--splitting=3: unknown value; accepted: process or 2 (the default), thread or 1, off or 0",
+        ),
+        (&["--splitting=bogus"], "--splitting=bogus: unknown value"),
+        (
+            &["--splitting=off", "--seccomp-filter"],
+            "--splitting=off together with --seccomp-filter",
+        ),
+        (
+            &["--secure-splitting", "--splitting=0"],
+            "--splitting=off together with --secure-splitting",
+        ),
     ] {
         let (code, _, err) = ok(extra);
         assert_eq!(code, 22, "{extra:?}");
@@ -308,4 +326,42 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
         line(&out, "initialsync-argv").ends_with("/echo t x \"y <absolute dir>"),
         "{out}"
     );
+}
+
+#[test]
+fn check_config_prints_the_effective_splitting() {
+    let s = Scratch::new("conf-splitting");
+    let (src, dst) = (s.src(), s.dst());
+    for (v, want) in [
+        (None, "process"),
+        (Some("process"), "process"),
+        (Some("2"), "process"),
+        (
+            Some("thread"),
+            "process (--splitting=thread runs as process",
+        ),
+        (Some("1"), "process (--splitting=thread runs as process"),
+        (Some("off"), "off (the worker is not confined"),
+        (Some("0"), "off (the worker is not confined"),
+    ] {
+        let arg = v.map(|v| format!("--splitting={v}"));
+        let mut a = vec![
+            "-H",
+            "/NULL/",
+            "-M",
+            "rsyncdirect",
+            "-W",
+            src.to_str().unwrap(),
+            "-D",
+            dst.to_str().unwrap(),
+        ];
+        a.extend(arg.as_deref());
+        let (code, out, err) = check(&a);
+        assert_eq!(code, 0, "{v:?}: {err}");
+        let got = line(&out, "splitting");
+        assert!(
+            got == want || (want.contains('(') && got.starts_with(want)),
+            "{v:?}: splitting = {got}"
+        );
+    }
 }

@@ -190,3 +190,69 @@ fn identity_capability_and_no_new_privs_layers_show_in_proc() {
     d.stop();
     assert_eq!(off["NoNewPrivs"], "0", "nnp layer off");
 }
+
+/// `--splitting=off` is a real option (not a test hook): what each layer stops above, an
+/// unconfined worker is allowed to do — read a world-readable file outside the tree (no
+/// landlock, no seccomp), fork freely (no seccomp, no pids cgroup).
+#[test]
+fn splitting_off_lets_the_worker_do_what_the_layers_stop() {
+    let s = Scratch::new("splitting-off-read");
+    let secret = world_readable_secret(&s);
+    for (name, action, want) in [
+        (
+            "splitting-off-read",
+            format!("read:{secret}"),
+            "allowed (16 bytes)",
+        ),
+        (
+            "splitting-off-fork",
+            "forkbomb".to_string(),
+            "64 forks allowed, then cap reached",
+        ),
+    ] {
+        let s = Scratch::new(name);
+        let mut d = Daemon::start(
+            &s,
+            &rsyncdirect_args(&s, 0, &["--splitting=off"]),
+            &[("CLSYNC_TEST_WORKER_ACTION", &action)],
+        );
+        d.wait_ready();
+        d.wait_log(START_TIMEOUT, "test action");
+        let log = d.stderr();
+        assert!(
+            !log.contains("test hook: sandbox layer"),
+            "no test hook was used:\n{log}"
+        );
+        let line = log
+            .lines()
+            .find(|l| l.contains("test action"))
+            .unwrap_or_default();
+        assert!(line.contains(want), "{action}: {line}");
+        let st = d.stop();
+        assert!(st.success(), "{st}");
+    }
+}
+
+/// The test hooks switch layers off in the same set `--splitting` decides, so the audit line
+/// says what a hook switched off too.
+#[test]
+fn test_hooks_show_in_the_worker_sandbox_audit_line() {
+    let s = Scratch::new("hooks-audit");
+    let mut d = start(&s, &[("CLSYNC_TEST_DISABLE", "seccomp,nnp,landlock")]);
+    let log = d.stderr();
+    d.stop();
+    let a = log
+        .lines()
+        .find(|l| l.starts_with("audit: action=worker-sandbox "))
+        .unwrap_or_else(|| panic!("no audit line:\n{log}"));
+    for f in [
+        " bounding=empty ",
+        " namespaces=net,ipc,mnt,uts ",
+        " no_new_privs=0 ",
+        " landlock=off ",
+        " seccomp=off ",
+        " splitting=process",
+    ] {
+        assert!(a.contains(f), "{f:?} not in {a}");
+    }
+}

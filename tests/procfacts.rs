@@ -199,6 +199,139 @@ fn worker_takes_the_given_uid_and_gid() {
     assert!(st.success(), "{st}");
 }
 
+/// The `audit: action=worker-sandbox …` line of the daemon's log.
+fn worker_sandbox_line(d: &Daemon) -> String {
+    let log = d.stderr();
+    log.lines()
+        .find(|l| l.starts_with("audit: action=worker-sandbox "))
+        .unwrap_or_else(|| panic!("no worker-sandbox audit line:\n{log}"))
+        .to_string()
+}
+
+#[test]
+fn splitting_thread_runs_the_process_split_and_says_so() {
+    for v in ["thread", "1"] {
+        let s = Scratch::new(&format!("splitting-thread-{v}"));
+        let arg = format!("--splitting={v}");
+        let mut d = Daemon::rsyncdirect(&s, 0, &[&arg]);
+        d.wait_ready();
+        assert_worker_confined(&mut d, NOBODY, NOBODY);
+        let log = d.stderr();
+        let info: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("Info: --splitting=thread: "))
+            .collect();
+        assert_eq!(info.len(), 1, "{arg}: one info line:\n{log}");
+        assert!(
+            info[0].contains("keeps the stronger process split"),
+            "{}",
+            info[0]
+        );
+        assert!(!log.contains("Warning: --splitting"), "{arg}:\n{log}");
+        let a = worker_sandbox_line(&d);
+        for f in [
+            " caps=none ",
+            " bounding=empty ",
+            " namespaces=net,ipc,mnt,uts ",
+            " cgroup=worker ",
+            " no_new_privs=1 ",
+            " seccomp=allowlist ",
+        ] {
+            assert!(a.contains(f), "{arg}: {f:?} not in {a}");
+        }
+        assert!(a.ends_with(" splitting=process"), "{arg}: {a}");
+        let st = d.stop();
+        assert!(st.success(), "{st}");
+    }
+}
+
+#[test]
+fn splitting_off_leaves_the_worker_unconfined_but_unprivileged() {
+    let s = Scratch::new("splitting-off");
+    let (u, g) = (TEST_UID.to_string(), TEST_GID.to_string());
+    let mut d = Daemon::rsyncdirect(&s, 0, &["--splitting=off", "-u", &u, "-g", &g]);
+    d.wait_ready();
+
+    // Still the dropped identity, without a capability the helper's work would need...
+    let w = status_of(d.pid);
+    assert_all_ids(&w, "Uid", TEST_UID, "worker");
+    assert_all_ids(&w, "Gid", TEST_GID, "worker");
+    assert_eq!(w["Groups"], "", "worker supplementary groups");
+    for k in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(cap_mask(&w[k]), 0, "worker {k} = {}", w[k]);
+    }
+    // ...but none of the sandbox: bounding set as it was, no no_new_privs, no seccomp, the
+    // host's namespaces, not in the worker cgroup.
+    let me = std::process::id() as i32;
+    let mine = status_of(me);
+    assert_eq!(
+        w["CapBnd"], mine["CapBnd"],
+        "worker bounding set left as is"
+    );
+    assert_eq!(w["NoNewPrivs"], "0", "worker no_new_privs");
+    assert_eq!(w["Seccomp"], "0", "worker seccomp mode (0 = none)");
+    for ns in ["net", "uts", "ipc", "mnt"] {
+        assert_eq!(
+            readlink(format!("/proc/{}/ns/{ns}", d.pid)),
+            readlink(format!("/proc/{me}/ns/{ns}")),
+            "the worker has a {ns} namespace of its own"
+        );
+    }
+    let cg = fs::read_to_string(format!("/proc/{}/cgroup", d.pid)).unwrap();
+    assert_eq!(
+        cg,
+        fs::read_to_string(format!("/proc/{me}/cgroup")).unwrap(),
+        "the worker left the cgroups it started in"
+    );
+
+    // The helper is unchanged and still does the privileged work.
+    let helper = d.helper_pid();
+    let h = status_of(helper);
+    assert_all_ids(&h, "Uid", 0, "helper");
+    assert_eq!(cap_mask(&h["CapEff"]), HELPER_EFFECTIVE, "helper CapEff");
+    assert_eq!(h["Seccomp"], "2", "helper seccomp mode (denylist filter)");
+
+    let log = d.stderr();
+    let warn: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("Warning: --splitting=off: "))
+        .collect();
+    assert_eq!(warn.len(), 1, "one warning:\n{log}");
+    for part in [
+        "NOT confined",
+        "no seccomp filter",
+        "no landlock",
+        "no namespaces of its own",
+        "no cgroup limits",
+        "no no_new_privs",
+        "bounding set left as is",
+        &format!("uid {TEST_UID} gid {TEST_GID}"),
+        "a bug in the code that reads the tenant-written tree is no longer contained",
+    ] {
+        assert!(warn[0].contains(part), "{part:?} not in {}", warn[0]);
+    }
+    let a = worker_sandbox_line(&d);
+    assert!(
+        a.starts_with(&format!(
+            "audit: action=worker-sandbox pid={} uid={TEST_UID} gid={TEST_GID} caps=none bounding=kept namespaces=none cgroup=none no_new_privs=0 landlock=off seccomp=off splitting=off",
+            d.pid
+        )),
+        "{a}"
+    );
+
+    // A live mirror still syncs.
+    fs::create_dir(s.src().join("live")).unwrap();
+    fs::write(s.src().join("live/after-ready"), b"synced unconfined\n").unwrap();
+    wait_synced(&s.src(), &s.dst(), SYNC_TIMEOUT);
+    assert_eq!(
+        fs::read(s.dst().join("live/after-ready")).unwrap(),
+        b"synced unconfined\n"
+    );
+    let st = d.stop();
+    assert!(st.success(), "{st}");
+    assert_nothing_left(&d, &s);
+}
+
 // ------------------------------------------------------------------------------------------------
 // What a handler gets
 

@@ -15,13 +15,13 @@ use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag,
 use nix::sys::stat::Mode;
 use nix::unistd::{chown, ForkResult, Gid, Uid};
 
-use crate::config::Config;
+use crate::config::{Config, Splitting};
 use crate::privsep::client::Client;
 use crate::privsep::helper::{self, HelperSetup, ListsDir};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{self, Channel, MAX_DATAGRAM};
 use crate::sandbox::cgroup::{DaemonCgroups, Limits};
-use crate::sandbox::{caps, identity, landlock, namespaces, seccomp};
+use crate::sandbox::{caps, identity, landlock, namespaces, seccomp, Layer, WorkerLayers};
 use crate::sys;
 use crate::testhooks::TestHooks;
 use crate::worker::{self, Worker, WorkerSetup};
@@ -58,6 +58,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             "clsync-rs must be started as root: it sets up its own sandbox and drops privileges itself (see --uid, --privileged-uid)",
         ));
     }
+    let mut layers = worker_layers(&cfg);
     if cfg.background {
         // One fork, the parent exits 0, the child leads a new session (standard fds are kept,
         // as clsync keeps them).
@@ -190,9 +191,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             drop(root);
             drop(lists);
             let hooks = TestHooks::from_env();
-            if let Some(cg) = cgroups.as_ref().filter(|_| hooks.layer_on("cgroup")) {
-                if let Err(e) = cg.add_worker(worker_pid.as_raw() as u32) {
-                    crate::warning!("cannot move the worker into its cgroup: {e}");
+            hooks.switch_off(&mut layers);
+            let mut in_cgroup = false;
+            if let Some(cg) = cgroups.as_ref().filter(|_| layers.on(Layer::Cgroup)) {
+                match cg.add_worker(worker_pid.as_raw() as u32) {
+                    Ok(()) => in_cgroup = true,
+                    Err(e) => crate::warning!("cannot move the worker into its cgroup: {e}"),
                 }
             }
             // The helper owns the cgroups now: the worker's copy must not remove them.
@@ -216,7 +220,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             keep.extend(hooks.keep_fds());
             sys::close_all_except(&keep)
                 .map_err(|e| fail(1, format!("closing inherited fds: {e}")))?;
-            confine_worker(&cfg, chan.raw_fd(), &hooks)
+            confine_worker(&cfg, chan.raw_fd(), layers, in_cgroup)
                 .map_err(|e| fail(1, format!("cannot confine the worker: {e}")))?;
             let w = Worker::new(WorkerSetup {
                 cfg,
@@ -240,48 +244,102 @@ fn sigfd_raw(s: &nix::sys::signalfd::SignalFd) -> i32 {
     s.as_fd().as_raw_fd()
 }
 
+/// The worker's layers, decided once at start from `--splitting` (test builds may switch more
+/// off later, see [`TestHooks::switch_off`]); says so on the log output when it is not the
+/// default.
+fn worker_layers(cfg: &Config) -> WorkerLayers {
+    match cfg.splitting {
+        Splitting::Process => {}
+        Splitting::Thread => crate::info!(
+            "--splitting=thread: clsync's thread mode shares memory between its privileged and unprivileged threads (no isolation); clsync-rs keeps the stronger process split instead (a sandboxed worker, a privileged helper)"
+        ),
+        Splitting::Off => crate::warning!(
+            "--splitting=off: the worker that reads the tenant-written tree is NOT confined: no seccomp filter, no landlock, no namespaces of its own (it shares the host's network), no cgroup limits, no no_new_privs, capability bounding set left as is. It still runs as uid {} gid {} without capabilities, and the helper still does and checks every privileged action, but a bug in the code that reads the tenant-written tree is no longer contained by the sandbox. For debugging and compatibility only: drop --splitting=off (the default is process) in production",
+            cfg.worker_uid,
+            cfg.worker_gid
+        ),
+    }
+    WorkerLayers::for_splitting(cfg.splitting)
+}
+
 /// The worker's sandbox, in order: namespaces, bounding set, ids, capability sets, no_new_privs,
 /// not dumpable, landlock, then (last, after everything that needs a syscall the filter denies)
-/// the SIGSYS reporter and the seccomp allowlist.
-/// (`hooks` can switch single layers off only in `test-hooks` builds.)
-fn confine_worker(cfg: &Config, report_fd: i32, hooks: &TestHooks) -> Result<(), String> {
+/// the SIGSYS reporter and the seccomp allowlist; each step only if `layers` has it on. Ends
+/// with the `worker-sandbox` audit line saying what is on.
+fn confine_worker(
+    cfg: &Config,
+    report_fd: i32,
+    layers: WorkerLayers,
+    in_cgroup: bool,
+) -> Result<(), String> {
     let e = |e: crate::sandbox::SandboxError| e.to_string();
-    if hooks.layer_on("netns") {
+    if layers.on(Layer::Netns) {
         namespaces::unshare_worker().map_err(e)?;
     }
-    if hooks.layer_on("caps") {
+    if layers.on(Layer::Bounding) {
         caps::worker_drop_bounding().map_err(e)?;
     }
-    if hooks.layer_on("identity") {
+    if layers.on(Layer::Identity) {
         identity::drop_to(cfg.worker_uid, cfg.worker_gid).map_err(e)?;
     }
-    if hooks.layer_on("caps") {
-        caps::worker_clear_all().map_err(e)?;
+    if layers.on(Layer::CapSets) {
+        if layers.on(Layer::Bounding) {
+            caps::worker_clear_all().map_err(e)?;
+        } else {
+            caps::worker_clear_sets().map_err(e)?;
+        }
     }
-    if hooks.layer_on("nnp") {
+    if layers.on(Layer::Nnp) {
         caps::set_no_new_privs().map_err(e)?;
     }
     caps::set_not_dumpable().map_err(e)?;
-    if hooks.layer_on("landlock") {
-        match landlock::restrict_worker().map_err(e)? {
+    let mut landlock = "off";
+    if layers.on(Layer::Landlock) {
+        let st = landlock::restrict_worker().map_err(e)?;
+        match st {
             landlock::LandlockStatus::FullyEnforced => crate::debug!(1, "landlock: fully enforced"),
             other => crate::warning!("landlock is not fully enforced on this kernel ({other:?})"),
         }
+        landlock = match st {
+            landlock::LandlockStatus::FullyEnforced => "enforced",
+            landlock::LandlockStatus::PartiallyEnforced => "partial",
+            landlock::LandlockStatus::NotEnforced => "unsupported",
+        };
     }
-    seccomp::install_sigsys_reporter(report_fd, protocol::violation_report).map_err(e)?;
-    if hooks.layer_on("seccomp") {
+    let seccomp = layers.on(Layer::Seccomp);
+    if seccomp {
+        seccomp::install_sigsys_reporter(report_fd, protocol::violation_report).map_err(e)?;
         seccomp::install_worker().map_err(e)?;
     }
+    let (uid, gid) = if layers.on(Layer::Identity) {
+        (cfg.worker_uid, cfg.worker_gid)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    };
+    let onoff = |l: Layer, on: &'static str, off: &'static str| {
+        if layers.on(l) {
+            on
+        } else {
+            off
+        }
+    };
     crate::log::audit(
         "worker-sandbox",
         crate::audit_fields![
             "pid" => sys::getpid(),
-            "uid" => cfg.worker_uid,
-            "gid" => cfg.worker_gid,
-            "caps" => "none",
-            "namespaces" => "net,ipc,mnt,uts",
-            "no_new_privs" => 1,
-            "seccomp" => "allowlist",
+            "uid" => uid,
+            "gid" => gid,
+            "caps" => onoff(Layer::CapSets, "none", "kept"),
+            "bounding" => onoff(Layer::Bounding, "empty", "kept"),
+            "namespaces" => onoff(Layer::Netns, "net,ipc,mnt,uts", "none"),
+            "cgroup" => if in_cgroup { "worker" } else { "none" },
+            "no_new_privs" => onoff(Layer::Nnp, "1", "0"),
+            "landlock" => landlock,
+            "seccomp" => onoff(Layer::Seccomp, "allowlist", "off"),
+            "splitting" => cfg.splitting.effective().name(),
         ],
     );
     Ok(())

@@ -139,9 +139,7 @@ pub fn worker_drop_bounding() -> Result<()> {
 /// The worker, after its uid change: clear effective, permitted, inheritable and ambient, and
 /// verify that all of them and the bounding set are empty.
 pub fn worker_clear_all() -> Result<()> {
-    set_exact(0, 0, 0)?;
-    ambient_clear()?;
-    verify_sets("worker capabilities", 0, 0, 0, 0)?;
+    worker_clear_sets()?;
     let left = bounding_mask()?;
     if left != 0 {
         return Err(SandboxError::Verify {
@@ -150,6 +148,14 @@ pub fn worker_clear_all() -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// [`worker_clear_all`] without the bounding set (`--splitting=off` leaves it as is): clear
+/// effective, permitted, inheritable and ambient, and verify that they are empty.
+pub fn worker_clear_sets() -> Result<()> {
+    set_exact(0, 0, 0)?;
+    ambient_clear()?;
+    verify_sets("worker capabilities", 0, 0, 0, 0)
 }
 
 /// `PR_SET_NO_NEW_PRIVS`: execve can never add privileges again (set-id bits, file caps).

@@ -34,6 +34,100 @@ pub mod seccomp;
 #[cfg(test)]
 mod testutil;
 
+/// One step of the worker's sandbox that can be left out (see [`WorkerLayers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// [`namespaces::unshare_worker`]: its own network, IPC, mount and UTS namespaces.
+    Netns,
+    /// [`cgroup::DaemonCgroups::add_worker`]: the worker cgroup's pids and memory limits.
+    Cgroup,
+    /// [`caps::worker_drop_bounding`]: an empty capability bounding set.
+    Bounding,
+    /// [`caps::worker_clear_sets`]: empty effective, permitted, inheritable and ambient sets.
+    CapSets,
+    /// [`identity::drop_to`] `--uid`/`--gid`.
+    Identity,
+    /// [`caps::set_no_new_privs`].
+    Nnp,
+    /// [`landlock::restrict_worker`].
+    Landlock,
+    /// [`seccomp::install_worker`]: the allowlist.
+    Seccomp,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 8] = [
+        Layer::Netns,
+        Layer::Cgroup,
+        Layer::Bounding,
+        Layer::CapSets,
+        Layer::Identity,
+        Layer::Nnp,
+        Layer::Landlock,
+        Layer::Seccomp,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// Which layers of the worker's sandbox are applied, decided once at start (before the fork)
+/// from `--splitting` and, in test builds only, the test hooks; then read by every step of the
+/// worker's confinement and by its audit line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerLayers {
+    off: u8,
+}
+
+impl Default for WorkerLayers {
+    fn default() -> Self {
+        WorkerLayers::all()
+    }
+}
+
+impl WorkerLayers {
+    /// Every layer on: the default sandbox.
+    pub fn all() -> WorkerLayers {
+        WorkerLayers { off: 0 }
+    }
+
+    /// The layers `--splitting` asks for. `off` keeps only the identity change and the empty
+    /// capability sets (clsync without splitting drops to --uid/--gid too; the helper still does
+    /// every privileged action, and the worker must not hold a capability that could do it):
+    /// no seccomp, landlock, namespaces, worker cgroup, no_new_privs, and the bounding set
+    /// is left as is. `thread` and `process` are the whole sandbox.
+    pub fn for_splitting(s: crate::config::Splitting) -> WorkerLayers {
+        let mut l = WorkerLayers::all();
+        if s.effective() == crate::config::Splitting::Off {
+            for x in [
+                Layer::Netns,
+                Layer::Cgroup,
+                Layer::Bounding,
+                Layer::Nnp,
+                Layer::Landlock,
+                Layer::Seccomp,
+            ] {
+                l.switch_off(x);
+            }
+        }
+        l
+    }
+
+    pub fn switch_off(&mut self, layer: Layer) {
+        self.off |= layer.bit();
+    }
+
+    pub fn on(&self, layer: Layer) -> bool {
+        self.off & layer.bit() == 0
+    }
+
+    /// The layers left out, in [`Layer::ALL`] order.
+    pub fn off_layers(&self) -> Vec<Layer> {
+        Layer::ALL.into_iter().filter(|l| !self.on(*l)).collect()
+    }
+}
+
 use nix::errno::Errno;
 use std::fmt;
 use std::path::PathBuf;
@@ -237,6 +331,35 @@ mod tests {
             i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
             libc::SYS_socket as i32
         );
+    }
+
+    #[test]
+    fn splitting_decides_the_worker_layers() {
+        use crate::config::Splitting;
+        for s in [Splitting::Process, Splitting::Thread] {
+            let l = WorkerLayers::for_splitting(s);
+            assert_eq!(l, WorkerLayers::all(), "{s:?}");
+            assert!(Layer::ALL.iter().all(|x| l.on(*x)));
+            assert!(l.off_layers().is_empty());
+        }
+        let off = WorkerLayers::for_splitting(Splitting::Off);
+        assert_eq!(
+            off.off_layers(),
+            vec![
+                Layer::Netns,
+                Layer::Cgroup,
+                Layer::Bounding,
+                Layer::Nnp,
+                Layer::Landlock,
+                Layer::Seccomp
+            ]
+        );
+        // Still dropped: the identity and every capability set but the bounding one.
+        assert!(off.on(Layer::Identity) && off.on(Layer::CapSets));
+        let mut l = WorkerLayers::all();
+        l.switch_off(Layer::Seccomp);
+        l.switch_off(Layer::Seccomp);
+        assert_eq!(l.off_layers(), vec![Layer::Seccomp]);
     }
 
     #[test]
