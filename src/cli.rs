@@ -399,6 +399,10 @@ pub struct Cli {
     #[arg(long = "detach-miscellanea")]
     pub detach_miscellanea: bool,
 
+    /// Accepted, changes nothing here: it tunes clsync's fts walk, which this build does not use
+    #[arg(long = "fts-experimental-optimization")]
+    pub fts_experimental_optimization: bool,
+
     /// Name of the daemon's cgroup (under the cgroup it starts in) [default: clsync-%PID%]
     #[arg(long = "cgroup-group-name", value_name = "NAME")]
     pub cgroup_group_name: Option<String>,

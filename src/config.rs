@@ -250,6 +250,22 @@ fn is_remote(dest: &str) -> bool {
     }
 }
 
+/// clsync options that configure a mechanism this build does not have: accepted (so an existing
+/// command line or keyfile runs unchanged), each with one info line saying why it changes
+/// nothing here. None of them touches the sandbox.
+fn compat_noops(cli: &Cli) {
+    let noops: [(bool, &str, &str); 1] = [
+        (
+            cli.fts_experimental_optimization,
+            "fts-experimental-optimization",
+            "clsync 0.4.5 parses it and never reads it; walks here use the helper's own directory scan, not fts",
+        ),
+    ];
+    for (_, opt, why) in noops.iter().filter(|n| n.0) {
+        crate::info!("--{opt}: accepted, changes nothing here: {why}; the sandbox is unaffected");
+    }
+}
+
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         if cli.splitting != "process" && cli.splitting != "2" {
@@ -688,6 +704,7 @@ impl Config {
                 }
             }
         }
+        compat_noops(cli);
         let cfg = Config {
             watch_dir,
             destination,

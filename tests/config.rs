@@ -309,3 +309,68 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
         "{out}"
     );
 }
+
+/// clsync options that configure a mechanism this build does not have (fts tuning, clsync's
+/// privileged thread, its shared memory, its own seccomp filter, ...): accepted on the command
+/// line and as keyfile keys, one info line each saying why nothing changes, and the daemon runs
+/// and syncs as without them.
+const NOOPS: &[&str] = &["fts-experimental-optimization"];
+
+#[test]
+fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
+    let s = Scratch::new("conf-noops");
+    let (src, dst) = (s.src(), s.dst());
+    let base = [
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        src.to_str().unwrap(),
+        "-D",
+        dst.to_str().unwrap(),
+    ];
+    for opt in NOOPS {
+        let flag = format!("--{opt}");
+        let a: Vec<&str> = base.iter().copied().chain([flag.as_str()]).collect();
+        let (code, _, err) = check(&a);
+        assert_eq!(code, 0, "{opt}: {err}");
+        let info: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(&flag) && l.contains("changes nothing here"))
+            .collect();
+        assert_eq!(info.len(), 1, "{opt}: one info line expected:\n{err}");
+        assert!(info[0].starts_with("Info: "), "{}", info[0]);
+        assert!(info[0].contains("sandbox is unaffected"), "{}", info[0]);
+        // Without the option: no such line.
+        let (_, _, err) = check(&base);
+        assert!(!err.contains(&flag), "{err}");
+    }
+    // As keyfile keys (clsync's `key = 1`).
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nmode = rsyncdirect\ndestination-dir = {}\n{}",
+            src.display(),
+            dst.display(),
+            NOOPS
+                .iter()
+                .map(|o| format!("{o} = 1\n"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = check(&["-H", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for opt in NOOPS {
+        assert!(err.contains(&format!("--{opt}: accepted")), "{opt}: {err}");
+    }
+    // The daemon runs with all of them and syncs.
+    populate_sample_tree(&src);
+    let mut args: Vec<std::ffi::OsString> = rsyncdirect_args(&s, 0, &["--only-initialsync"]);
+    args.extend(NOOPS.iter().map(|o| format!("--{o}").into()));
+    let (st, err) = run_to_exit(&s, &args, START_TIMEOUT);
+    assert_eq!(st.and_then(|st| st.code()), Some(0), "{err}");
+    assert_trees_equal(&src, &dst);
+}
