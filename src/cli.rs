@@ -403,6 +403,11 @@ pub struct Cli {
     #[arg(long = "fts-experimental-optimization")]
     pub fts_experimental_optimization: bool,
 
+    /// Accepted, changes nothing here: clsync's privileged thread (--splitting=thread) does not
+    /// exist; the helper is a process
+    #[arg(long = "forget-privthread-info")]
+    pub forget_privthread_info: bool,
+
     /// Name of the daemon's cgroup (under the cgroup it starts in) [default: clsync-%PID%]
     #[arg(long = "cgroup-group-name", value_name = "NAME")]
     pub cgroup_group_name: Option<String>,

@@ -254,11 +254,16 @@ fn is_remote(dest: &str) -> bool {
 /// command line or keyfile runs unchanged), each with one info line saying why it changes
 /// nothing here. None of them touches the sandbox.
 fn compat_noops(cli: &Cli) {
-    let noops: [(bool, &str, &str); 1] = [
+    let noops: [(bool, &str, &str); 2] = [
         (
             cli.fts_experimental_optimization,
             "fts-experimental-optimization",
             "clsync 0.4.5 parses it and never reads it; walks here use the helper's own directory scan, not fts",
+        ),
+        (
+            cli.forget_privthread_info,
+            "forget-privthread-info",
+            "it concerns clsync's privileged thread (--splitting=thread), which this build does not have: the privileged helper is a separate process",
         ),
     ];
     for (_, opt, why) in noops.iter().filter(|n| n.0) {
