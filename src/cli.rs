@@ -408,6 +408,11 @@ pub struct Cli {
     #[arg(long = "forget-privthread-info")]
     pub forget_privthread_info: bool,
 
+    /// Accepted, changes nothing here: clsync's SysV shared memory does not exist; helper and
+    /// worker talk over a socket
+    #[arg(long = "shm-mprotect")]
+    pub shm_mprotect: bool,
+
     /// Name of the daemon's cgroup (under the cgroup it starts in) [default: clsync-%PID%]
     #[arg(long = "cgroup-group-name", value_name = "NAME")]
     pub cgroup_group_name: Option<String>,

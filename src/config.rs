@@ -254,7 +254,7 @@ fn is_remote(dest: &str) -> bool {
 /// command line or keyfile runs unchanged), each with one info line saying why it changes
 /// nothing here. None of them touches the sandbox.
 fn compat_noops(cli: &Cli) {
-    let noops: [(bool, &str, &str); 2] = [
+    let noops: [(bool, &str, &str); 3] = [
         (
             cli.fts_experimental_optimization,
             "fts-experimental-optimization",
@@ -264,6 +264,11 @@ fn compat_noops(cli: &Cli) {
             cli.forget_privthread_info,
             "forget-privthread-info",
             "it concerns clsync's privileged thread (--splitting=thread), which this build does not have: the privileged helper is a separate process",
+        ),
+        (
+            cli.shm_mprotect,
+            "shm-mprotect",
+            "it mprotects clsync's SysV shared-memory command pages (--splitting=process); here helper and worker share no memory and exchange checked messages over a socket",
         ),
     ];
     for (_, opt, why) in noops.iter().filter(|n| n.0) {

@@ -314,7 +314,11 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
 /// privileged thread, its shared memory, its own seccomp filter, ...): accepted on the command
 /// line and as keyfile keys, one info line each saying why nothing changes, and the daemon runs
 /// and syncs as without them.
-const NOOPS: &[&str] = &["fts-experimental-optimization", "forget-privthread-info"];
+const NOOPS: &[&str] = &[
+    "fts-experimental-optimization",
+    "forget-privthread-info",
+    "shm-mprotect",
+];
 
 #[test]
 fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
