@@ -408,6 +408,11 @@ pub struct Cli {
     #[arg(long = "forget-privthread-info")]
     pub forget_privthread_info: bool,
 
+    /// Accepted, changes nothing here: it permits mprotect in clsync's own seccomp filter; the
+    /// worker's allowlist here is fixed and never permits executable memory
+    #[arg(long = "permit-mprotect")]
+    pub permit_mprotect: bool,
+
     /// Accepted, changes nothing here: clsync's SysV shared memory does not exist; helper and
     /// worker talk over a socket
     #[arg(long = "shm-mprotect")]

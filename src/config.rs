@@ -254,7 +254,7 @@ fn is_remote(dest: &str) -> bool {
 /// command line or keyfile runs unchanged), each with one info line saying why it changes
 /// nothing here. None of them touches the sandbox.
 fn compat_noops(cli: &Cli) {
-    let noops: [(bool, &str, &str); 3] = [
+    let noops: [(bool, &str, &str); 4] = [
         (
             cli.fts_experimental_optimization,
             "fts-experimental-optimization",
@@ -264,6 +264,11 @@ fn compat_noops(cli: &Cli) {
             cli.forget_privthread_info,
             "forget-privthread-info",
             "it concerns clsync's privileged thread (--splitting=thread), which this build does not have: the privileged helper is a separate process",
+        ),
+        (
+            cli.permit_mprotect,
+            "permit-mprotect",
+            "it adds mprotect to clsync's own seccomp filter (--seccomp-filter); the worker's allowlist here (policy/worker.json) is built in, is not changed by any option, allows mprotect only without PROT_EXEC and traps any attempt to make memory executable",
         ),
         (
             cli.shm_mprotect,

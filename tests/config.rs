@@ -318,6 +318,7 @@ const NOOPS: &[&str] = &[
     "fts-experimental-optimization",
     "forget-privthread-info",
     "shm-mprotect",
+    "permit-mprotect",
 ];
 
 #[test]
