@@ -139,6 +139,12 @@ pub struct Cli {
     #[arg(long = "ignore-failures")]
     pub ignore_failures: bool,
 
+    /// Accepted, changes nothing here: clsync 0.4.5 reads it only in its BSM monitor (FreeBSD
+    /// audit queue full: exit instead of a warning); a sync skipped by --modification-signature
+    /// never ends the daemon, as in clsync
+    #[arg(long = "exit-on-sync-skipping")]
+    pub exit_on_sync_skipping: bool,
+
     /// Total tries of a failing sync (0 = forever)
     #[arg(short = 'r', long = "retries", value_parser = parse_num, default_value = "1")]
     pub retries: u64,

@@ -254,7 +254,12 @@ fn is_remote(dest: &str) -> bool {
 /// command line or keyfile runs unchanged), each with one info line saying why it changes
 /// nothing here. None of them touches the sandbox.
 fn compat_noops(cli: &Cli) {
-    let noops: [(bool, &str, &str); 4] = [
+    let noops: [(bool, &str, &str); 5] = [
+        (
+            cli.exit_on_sync_skipping,
+            "exit-on-sync-skipping",
+            "clsync 0.4.5 reads it only in its BSM monitor (FreeBSD's audit queue reaching the kernel limit ends clsync instead of a warning), never with inotify, where a sync skipped by --modification-signature goes on as here; an inotify queue overflow here is rescanned and synced, so no event is skipped",
+        ),
         (
             cli.fts_experimental_optimization,
             "fts-experimental-optimization",

@@ -319,6 +319,7 @@ const NOOPS: &[&str] = &[
     "forget-privthread-info",
     "shm-mprotect",
     "permit-mprotect",
+    "exit-on-sync-skipping",
 ];
 
 #[test]
