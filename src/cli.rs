@@ -341,6 +341,12 @@ pub struct Cli {
     #[arg(long = "pre-exit-hook", value_name = "HOOK")]
     pub pre_exit_hook: Option<String>,
 
+    /// Accepted, changes nothing here: clsync's execvp check also lets these files run as
+    /// `FILE label` hooks; here only --exit-hook/--pre-exit-hook run, fixed at start (comma list,
+    /// an empty element clears it)
+    #[arg(long = "add-permitted-hook-files", value_name = "FILES")]
+    pub add_permitted_hook_files: Option<String>,
+
     /// Run `HOOK label` when the daemon exits normally
     #[arg(long = "exit-hook", value_name = "HOOK")]
     pub exit_hook: Option<String>,

@@ -286,6 +286,42 @@ fn compat_noops(cli: &Cli) {
     }
 }
 
+/// clsync's limit on --add-permitted-hook-files (MAXPERMITTEDHOOKFILES).
+const MAX_PERMITTED_HOOK_FILES: usize = 256;
+
+/// --add-permitted-hook-files, read as clsync reads it (a comma list, an empty element clears
+/// what came before; more than 256 files is an error; clsync 0.4.5 hangs on an empty last
+/// element, here it just clears) and accepted with an info line: the files are not given to the
+/// helper's exec policy. In clsync the list only widens `--check-execvp-arguments`, to let a
+/// `FILE label` hook run that is not the --exit-hook/--pre-exit-hook known at start (one a
+/// `--custom-signals` block switch brings in). Here the only hooks are those two, resolved and
+/// frozen in the policy at start, so a listed file is never run and the option changes nothing.
+fn permitted_hook_files(cli: &Cli) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = &cli.add_permitted_hook_files else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<String> = Vec::new();
+    for f in list.split(',') {
+        if f.is_empty() {
+            files.clear();
+        } else if files.len() >= MAX_PERMITTED_HOOK_FILES {
+            return Err(inval(format!(
+                "--add-permitted-hook-files: too many permitted hook files (at most {MAX_PERMITTED_HOOK_FILES})"
+            )));
+        } else {
+            files.push(f.to_string());
+        }
+    }
+    crate::info!(
+        "--add-permitted-hook-files: accepted, changes nothing here: {} file(s) listed, none is \
+         given to the privileged helper's exec policy; clsync permits them only for hooks that \
+         appear after start (a --custom-signals switch), and the only hooks here are \
+         --exit-hook and --pre-exit-hook, fixed at start; the sandbox is unaffected",
+        files.len()
+    );
+    Ok(files)
+}
+
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         if cli.splitting != "process" && cli.splitting != "2" {
@@ -725,6 +761,7 @@ impl Config {
             }
         }
         compat_noops(cli);
+        permitted_hook_files(cli)?;
         let cfg = Config {
             watch_dir,
             destination,

@@ -380,3 +380,94 @@ fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
     assert_eq!(st.and_then(|st| st.code()), Some(0), "{err}");
     assert_trees_equal(&src, &dst);
 }
+
+/// `--add-permitted-hook-files` (clsync: more files its execvp check lets run as `FILE label`
+/// hooks) is read as clsync reads it and accepted with an info line, but no listed file is ever
+/// run: the helper's exec policy holds only the configured --exit-hook/--pre-exit-hook.
+#[test]
+fn add_permitted_hook_files_is_read_like_clsync_but_runs_nothing() {
+    let s = Scratch::new("conf-permitted-hooks");
+    let (src, dst) = (s.src(), s.dst());
+    let base = [
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        src.to_str().unwrap(),
+        "-D",
+        dst.to_str().unwrap(),
+    ];
+    let with = |v: &str| {
+        let opt = format!("--add-permitted-hook-files={v}");
+        let a: Vec<&str> = base.iter().copied().chain([opt.as_str()]).collect();
+        check(&a)
+    };
+    for (v, n) in [
+        ("/bin/true,/bin/false", 2),
+        ("/bin/true", 1),
+        // An empty element clears the list (clsync 0.4.5 hangs on an empty last element).
+        ("/bin/true,,/bin/false", 1),
+        ("/bin/true,", 0),
+        ("", 0),
+    ] {
+        let (code, _, err) = with(v);
+        assert_eq!(code, 0, "{v:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "Info: --add-permitted-hook-files: accepted, changes nothing here: {n} file(s)"
+            )),
+            "{v:?}: {err}"
+        );
+    }
+    let many = (0..257)
+        .map(|i| format!("/h{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (code, _, err) = with(&many);
+    assert_eq!(code, 22, "{err}");
+    assert!(err.contains("too many permitted hook files"), "{err}");
+    assert_eq!(with(&many[..many.rfind(',').unwrap()]).0, 0, "256 are fine");
+
+    // A run: the listed file is never executed, the configured exit hook is.
+    let listed = s.path("listed.sh");
+    write_script(
+        &listed,
+        &format!("#!/bin/sh\ntouch {}\n", s.path("listed-ran").display()),
+    );
+    let hook = s.path("exit-hook.sh");
+    write_script(
+        &hook,
+        &format!(
+            "#!/bin/sh\necho \"$@\" > {}\n",
+            s.path("hook-ran").display()
+        ),
+    );
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nadd-permitted-hook-files = {}\nexit-hook = {}\n",
+            listed.display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    populate_sample_tree(&src);
+    let mut args = rsyncdirect_args(&s, 0, &["--only-initialsync"]);
+    let i = args.iter().position(|a| a == "/NULL/").unwrap();
+    args[i] = conf.clone().into();
+    let (st, err) = run_to_exit(&s, &args, START_TIMEOUT);
+    assert_eq!(st.and_then(|st| st.code()), Some(0), "{err}");
+    assert!(
+        err.contains("--add-permitted-hook-files: accepted"),
+        "{err}"
+    );
+    assert_trees_equal(&src, &dst);
+    assert_eq!(
+        fs::read_to_string(s.path("hook-ran")).unwrap_or_default(),
+        "nolabel\n",
+        "the exit hook runs as `hook label`"
+    );
+    assert!(!s.path("listed-ran").exists(), "a listed file was run");
+}
