@@ -90,6 +90,10 @@ pub struct Cli {
     #[arg(short = 'R', long = "rules-file", value_name = "FILE")]
     pub rules_file: Option<String>,
 
+    /// After each + rule (not w), add +w rules for the directories above it, so walks reach it
+    #[arg(long = "auto-add-rules-w")]
+    pub auto_add_rules_w: bool,
+
     /// Minimal seconds between two sync passes
     #[arg(short = 'w', long = "delay-sync", value_parser = parse_num, default_value = "30")]
     pub delay_sync: u64,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use caps::Capability;
 
 use crate::cli::{Cli, ModeArg};
-use crate::rules::Rules;
+use crate::rules::{ParseOptions, Rules};
 use crate::sandbox::{caps as scaps, identity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct Config {
     pub rules: Rules,
     /// The rules file, re-read (by the helper) on SIGHUP.
     pub rules_file: Option<PathBuf>,
+    /// How the rules file is read (--auto-add-rules-w), at start and on SIGHUP.
+    pub rules_options: ParseOptions,
     /// -k: seconds a handler may run before it is killed and counts as failed (0: no limit).
     pub timeout_sync: u64,
     /// --ignore-failures: a sync that failed every try is logged and skipped, not fatal.
@@ -494,14 +496,24 @@ impl Config {
             );
         }
 
+        let rules_options = ParseOptions {
+            auto_add_rules_w: cli.auto_add_rules_w,
+        };
         let rules = match &cli.rules_file {
             None => Rules::default(),
             Some(f) => {
                 let text =
                     std::fs::read(f).map_err(|e| noent(format!("rules file \"{f}\": {e}")))?;
-                Rules::parse(&text).map_err(|e| inval(format!("rules file \"{f}\": {e}")))?
+                Rules::parse_with(&text, rules_options)
+                    .map_err(|e| inval(format!("rules file \"{f}\": {e}")))?
             }
         };
+        if cli.auto_add_rules_w && mode.is_rsync() {
+            // As clsync warns.
+            crate::warning!(
+                "option \"--auto-add-rules-w\" in modes \"rsyncdirect\", \"rsyncshell\" and \"rsyncso\" may cause unexpected problems"
+            );
+        }
 
         let (def_uid, def_gid) = identity::default_unprivileged();
         let id =
@@ -774,6 +786,7 @@ impl Config {
                 .rules_file
                 .as_ref()
                 .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
+            rules_options,
             timeout_sync: cli.timeout_sync,
             ignore_failures: cli.ignore_failures,
             prefer_include: cli.rsync_prefer_include,
@@ -912,8 +925,13 @@ impl Config {
         kv(
             "rules",
             format!(
-                "{} rules{}",
+                "{} rules{}{}",
                 self.rules.len(),
+                if self.rules_options.auto_add_rules_w {
+                    format!(" ({} added by --auto-add-rules-w)", self.rules.auto_added())
+                } else {
+                    String::new()
+                },
                 self.rules_file
                     .as_ref()
                     .map(|f| format!(" from {}", f.display()))

@@ -471,3 +471,50 @@ fn add_permitted_hook_files_is_read_like_clsync_but_runs_nothing() {
     );
     assert!(!s.path("listed-ran").exists(), "a listed file was run");
 }
+
+/// `--auto-add-rules-w` and its key: --check-config shows the rules it added, and the rsync
+/// modes get clsync's warning.
+#[test]
+fn auto_add_rules_w_is_shown_and_warned_about_in_rsync_modes() {
+    let s = Scratch::new("conf-auto-w");
+    let rules = s.path("rules");
+    fs::write(&rules, "+f^www/site/index\\.html$\n-*\n").unwrap();
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nrules-file = {}\nauto-add-rules-w = 1\n",
+            s.src().display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let (code, out, err) = check(&["-H", c, "-Mshell", "-S", "/bin/true"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line(&out, "rules").starts_with("5 rules (3 added by --auto-add-rules-w)"),
+        "{out}"
+    );
+    assert!(!err.contains("auto-add-rules-w"), "{err}");
+    let (code, out, err) = check(&["-H", c, "-Mrsyncdirect", "-D", s.dst().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(line(&out, "rules").starts_with("5 rules"), "{out}");
+    assert!(
+        err.contains("Warning: option \"--auto-add-rules-w\" in modes"),
+        "{err}"
+    );
+    // Without it: the file's two rules.
+    let (_, out, _) = check(&[
+        "-H",
+        "/NULL/",
+        "-Mshell",
+        "-S",
+        "/bin/true",
+        "-W",
+        s.src().to_str().unwrap(),
+        "-R",
+        rules.to_str().unwrap(),
+    ]);
+    assert!(line(&out, "rules").starts_with("2 rules from"), "{out}");
+}
