@@ -90,6 +90,10 @@ pub struct Cli {
     #[arg(short = 'R', long = "rules-file", value_name = "FILE")]
     pub rules_file: Option<String>,
 
+    /// After each + rule (not w), add +w rules for the directories above it, so walks reach it
+    #[arg(long = "auto-add-rules-w")]
+    pub auto_add_rules_w: bool,
+
     /// Minimal seconds between two sync passes
     #[arg(short = 'w', long = "delay-sync", value_parser = parse_num, default_value = "30")]
     pub delay_sync: u64,
@@ -138,6 +142,12 @@ pub struct Cli {
     /// After the last try of a failed sync, go on as if it succeeded
     #[arg(long = "ignore-failures")]
     pub ignore_failures: bool,
+
+    /// Accepted, changes nothing here: clsync 0.4.5 reads it only in its BSM monitor (FreeBSD
+    /// audit queue full: exit instead of a warning); a sync skipped by --modification-signature
+    /// never ends the daemon, as in clsync
+    #[arg(long = "exit-on-sync-skipping")]
+    pub exit_on_sync_skipping: bool,
 
     /// Total tries of a failing sync (0 = forever)
     #[arg(short = 'r', long = "retries", value_parser = parse_num, default_value = "1")]
@@ -335,6 +345,12 @@ pub struct Cli {
     #[arg(long = "pre-exit-hook", value_name = "HOOK")]
     pub pre_exit_hook: Option<String>,
 
+    /// Accepted, changes nothing here: clsync's execvp check also lets these files run as
+    /// `FILE label` hooks; here only --exit-hook/--pre-exit-hook run, fixed at start (comma list,
+    /// an empty element clears it)
+    #[arg(long = "add-permitted-hook-files", value_name = "FILES")]
+    pub add_permitted_hook_files: Option<String>,
+
     /// Run `HOOK label` when the daemon exits normally
     #[arg(long = "exit-hook", value_name = "HOOK")]
     pub exit_hook: Option<String>,
@@ -400,6 +416,25 @@ pub struct Cli {
     /// Accepted for compatibility: the worker always has its own IPC and UTS namespaces
     #[arg(long = "detach-miscellanea")]
     pub detach_miscellanea: bool,
+
+    /// Accepted, changes nothing here: it tunes clsync's fts walk, which this build does not use
+    #[arg(long = "fts-experimental-optimization")]
+    pub fts_experimental_optimization: bool,
+
+    /// Accepted, changes nothing here: clsync's privileged thread (--splitting=thread) does not
+    /// exist; the helper is a process
+    #[arg(long = "forget-privthread-info")]
+    pub forget_privthread_info: bool,
+
+    /// Accepted, changes nothing here: it permits mprotect in clsync's own seccomp filter; the
+    /// worker's allowlist here is fixed and never permits executable memory
+    #[arg(long = "permit-mprotect")]
+    pub permit_mprotect: bool,
+
+    /// Accepted, changes nothing here: clsync's SysV shared memory does not exist; helper and
+    /// worker talk over a socket
+    #[arg(long = "shm-mprotect")]
+    pub shm_mprotect: bool,
 
     /// Name of the daemon's cgroup (under the cgroup it starts in) [default: clsync-%PID%]
     #[arg(long = "cgroup-group-name", value_name = "NAME")]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use caps::Capability;
 
 use crate::cli::{Cli, ModeArg};
-use crate::rules::Rules;
+use crate::rules::{ParseOptions, Rules};
 use crate::sandbox::{caps as scaps, identity};
 
 /// `--splitting`: clsync's privilege-separation mode, in words or numbers (0 off, 1 thread,
@@ -105,6 +105,8 @@ pub struct Config {
     pub rules: Rules,
     /// The rules file, re-read (by the helper) on SIGHUP.
     pub rules_file: Option<PathBuf>,
+    /// How the rules file is read (--auto-add-rules-w), at start and on SIGHUP.
+    pub rules_options: ParseOptions,
     /// -k: seconds a handler may run before it is killed and counts as failed (0: no limit).
     pub timeout_sync: u64,
     /// --ignore-failures: a sync that failed every try is logged and skipped, not fatal.
@@ -294,6 +296,78 @@ fn is_remote(dest: &str) -> bool {
     }
 }
 
+/// clsync options that configure a mechanism this build does not have: accepted (so an existing
+/// command line or keyfile runs unchanged), each with one info line saying why it changes
+/// nothing here. None of them touches the sandbox.
+fn compat_noops(cli: &Cli) {
+    let noops: [(bool, &str, &str); 5] = [
+        (
+            cli.exit_on_sync_skipping,
+            "exit-on-sync-skipping",
+            "clsync 0.4.5 reads it only in its BSM monitor (FreeBSD's audit queue reaching the kernel limit ends clsync instead of a warning), never with inotify, where a sync skipped by --modification-signature goes on as here; an inotify queue overflow here is rescanned and synced, so no event is skipped",
+        ),
+        (
+            cli.fts_experimental_optimization,
+            "fts-experimental-optimization",
+            "clsync 0.4.5 parses it and never reads it; walks here use the helper's own directory scan, not fts",
+        ),
+        (
+            cli.forget_privthread_info,
+            "forget-privthread-info",
+            "it concerns clsync's privileged thread (--splitting=thread), which this build does not have: the privileged helper is a separate process",
+        ),
+        (
+            cli.permit_mprotect,
+            "permit-mprotect",
+            "it adds mprotect to clsync's own seccomp filter (--seccomp-filter); the worker's allowlist here (policy/worker.json) is built in, is not changed by any option, allows mprotect only without PROT_EXEC and traps any attempt to make memory executable",
+        ),
+        (
+            cli.shm_mprotect,
+            "shm-mprotect",
+            "it mprotects clsync's SysV shared-memory command pages (--splitting=process); here helper and worker share no memory and exchange checked messages over a socket",
+        ),
+    ];
+    for (_, opt, why) in noops.iter().filter(|n| n.0) {
+        crate::info!("--{opt}: accepted, changes nothing here: {why}; the sandbox is unaffected");
+    }
+}
+
+/// clsync's limit on --add-permitted-hook-files (MAXPERMITTEDHOOKFILES).
+const MAX_PERMITTED_HOOK_FILES: usize = 256;
+
+/// --add-permitted-hook-files, read as clsync reads it (a comma list, an empty element clears
+/// what came before; more than 256 files is an error; clsync 0.4.5 hangs on an empty last
+/// element, here it just clears) and accepted with an info line: the files are not given to the
+/// helper's exec policy. In clsync the list only widens `--check-execvp-arguments`, to let a
+/// `FILE label` hook run that is not the --exit-hook/--pre-exit-hook known at start (one a
+/// `--custom-signals` block switch brings in). Here the only hooks are those two, resolved and
+/// frozen in the policy at start, so a listed file is never run and the option changes nothing.
+fn permitted_hook_files(cli: &Cli) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = &cli.add_permitted_hook_files else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<String> = Vec::new();
+    for f in list.split(',') {
+        if f.is_empty() {
+            files.clear();
+        } else if files.len() >= MAX_PERMITTED_HOOK_FILES {
+            return Err(inval(format!(
+                "--add-permitted-hook-files: too many permitted hook files (at most {MAX_PERMITTED_HOOK_FILES})"
+            )));
+        } else {
+            files.push(f.to_string());
+        }
+    }
+    crate::info!(
+        "--add-permitted-hook-files: accepted, changes nothing here: {} file(s) listed, none is \
+         given to the privileged helper's exec policy; clsync permits them only for hooks that \
+         appear after start (a --custom-signals switch), and the only hooks here are \
+         --exit-hook and --pre-exit-hook, fixed at start; the sandbox is unaffected",
+        files.len()
+    );
+    Ok(files)
+}
+
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let splitting = Splitting::parse(&cli.splitting).ok_or_else(|| {
@@ -480,14 +554,24 @@ impl Config {
             );
         }
 
+        let rules_options = ParseOptions {
+            auto_add_rules_w: cli.auto_add_rules_w,
+        };
         let rules = match &cli.rules_file {
             None => Rules::default(),
             Some(f) => {
                 let text =
                     std::fs::read(f).map_err(|e| noent(format!("rules file \"{f}\": {e}")))?;
-                Rules::parse(&text).map_err(|e| inval(format!("rules file \"{f}\": {e}")))?
+                Rules::parse_with(&text, rules_options)
+                    .map_err(|e| inval(format!("rules file \"{f}\": {e}")))?
             }
         };
+        if cli.auto_add_rules_w && mode.is_rsync() {
+            // As clsync warns.
+            crate::warning!(
+                "option \"--auto-add-rules-w\" in modes \"rsyncdirect\", \"rsyncshell\" and \"rsyncso\" may cause unexpected problems"
+            );
+        }
 
         let (def_uid, def_gid) = identity::default_unprivileged();
         let id =
@@ -746,6 +830,8 @@ impl Config {
                 }
             }
         }
+        compat_noops(cli);
+        permitted_hook_files(cli)?;
         let cfg = Config {
             watch_dir,
             destination,
@@ -758,6 +844,7 @@ impl Config {
                 .rules_file
                 .as_ref()
                 .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
+            rules_options,
             timeout_sync: cli.timeout_sync,
             ignore_failures: cli.ignore_failures,
             prefer_include: cli.rsync_prefer_include,
@@ -897,8 +984,13 @@ impl Config {
         kv(
             "rules",
             format!(
-                "{} rules{}",
+                "{} rules{}{}",
                 self.rules.len(),
+                if self.rules_options.auto_add_rules_w {
+                    format!(" ({} added by --auto-add-rules-w)", self.rules.auto_added())
+                } else {
+                    String::new()
+                },
                 self.rules_file
                     .as_ref()
                     .map(|f| format!(" from {}", f.display()))

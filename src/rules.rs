@@ -23,6 +23,19 @@
 //! | `m`  | directories | monitor |
 //! | `s`  | directories | sync |
 //!
+//! # `--auto-add-rules-w`
+//!
+//! With [`ParseOptions::auto_add_rules_w`], every `+` rule whose type is not `w` is followed by
+//! `+w` rules for the directories above what it names, so that a walk can reach it past a later
+//! `-*` (clsync 0.4.5's `parse_rules_fromfile`, compiled in only with `-DAUTORULESW`). They are
+//! made from the rule's text, not from what it matches: the regex, starting with `^` (one is
+//! added if missing), is cut at its last `/`, which becomes `$` unless a `$` precedes it, and
+//! again, until no `/` is left, and then `^$` (the watch root) follows. So `+f^www/site/index`
+//! is followed by `+w^www/site$`, `+w^www$` and `+w^$`. A pattern already added (or one a `+d`/
+//! `+*` rule names itself, with a `$` appended) is not added again. `-` rules add nothing. The
+//! pieces are regexes of their own: a cut inside a group or bracket (`^(a|b/c)`) gives an
+//! invalid one, and the file is refused, as in clsync.
+//!
 //! # Deliberate differences from clsync 0.4.5
 //!
 //! * **Line ends.** clsync cuts the last character of every line as if it were the newline, so a
@@ -121,6 +134,62 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// How many of them `--auto-add-rules-w` added.
+    auto_added: usize,
+}
+
+/// How [`Rules::parse_with`] reads a rules file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// clsync's `--auto-add-rules-w`: after each `+` rule of a type other than `w`, add `+w`
+    /// rules for the directories above it (see the module documentation).
+    pub auto_add_rules_w: bool,
+}
+
+/// The `+w` patterns `--auto-add-rules-w` adds after a `+` rule of type `kind` (lower case)
+/// with the regex `re`, in order, skipping (and recording in `seen`) those already added.
+/// clsync 0.4.5's algorithm on the rule's text, byte for byte.
+fn auto_walk_patterns(
+    kind: u8,
+    re: &[u8],
+    seen: &mut std::collections::HashSet<Vec<u8>>,
+) -> Vec<Vec<u8>> {
+    let mut expr: Vec<u8> = if re.first() == Some(&b'^') {
+        re.to_vec()
+    } else {
+        [&b"^"[..], re].concat()
+    };
+    if kind == b'd' || kind == b'*' {
+        // Such a rule already decides walking for what it names itself: only its parents.
+        if expr.last() != Some(&b'$') {
+            expr.push(b'$');
+        }
+        seen.insert(expr.clone());
+    }
+    let mut out = Vec::new();
+    loop {
+        let more = match expr.iter().rposition(|&b| b == b'/') {
+            Some(i) => {
+                // expr[0] is '^', so i >= 1.
+                let dollar = expr[i - 1] == b'$';
+                expr.truncate(i);
+                if !dollar {
+                    expr.push(b'$');
+                }
+                true
+            }
+            None => {
+                expr = b"^$".to_vec();
+                false
+            }
+        };
+        if seen.insert(expr.clone()) {
+            out.push(expr.clone());
+        }
+        if !more {
+            return out;
+        }
+    }
 }
 
 /// Why a rules file was refused. `line` is 1-based; `text` is the line with its line end removed.
@@ -170,7 +239,14 @@ impl std::error::Error for RulesError {}
 impl Rules {
     /// Parses a rules file (see the module documentation for the grammar).
     pub fn parse(text: &[u8]) -> Result<Rules, RulesError> {
+        Self::parse_with(text, ParseOptions::default())
+    }
+
+    /// [`Rules::parse`] with options (`--auto-add-rules-w`).
+    pub fn parse_with(text: &[u8], opts: ParseOptions) -> Result<Rules, RulesError> {
         let mut rules = Vec::new();
+        let mut auto_added = 0;
+        let mut seen = std::collections::HashSet::new();
         let mut rest = text;
         let mut lineno = 0usize;
         while !rest.is_empty() {
@@ -197,7 +273,8 @@ impl Rules {
                 b'#' => continue,
                 c => return Err(err(RulesErrorKind::BadAction(c))),
             };
-            let (types, mask) = match line[1].to_ascii_lowercase() {
+            let kind = line[1].to_ascii_lowercase();
+            let (types, mask) = match kind {
                 b'*' => (TypeSel::Any, ALL),
                 b'f' => (TypeSel::File, ALL),
                 b'd' => (TypeSel::Dir, ALL),
@@ -213,8 +290,30 @@ impl Rules {
                 mask,
                 regex,
             });
+            if opts.auto_add_rules_w && permit && kind != b'w' {
+                for p in auto_walk_patterns(kind, &line[2..], &mut seen) {
+                    let regex = compile_ere(&p).map_err(|m| {
+                        err(RulesErrorKind::BadRegex(format!(
+                            "the walk rule <+w{}> --auto-add-rules-w makes from it: {m}",
+                            p.escape_ascii()
+                        )))
+                    })?;
+                    rules.push(Rule {
+                        permit: true,
+                        types: TypeSel::Dir,
+                        mask: WALK,
+                        regex,
+                    });
+                    auto_added += 1;
+                }
+            }
         }
-        Ok(Rules { rules })
+        Ok(Rules { rules, auto_added })
+    }
+
+    /// How many rules `--auto-add-rules-w` added.
+    pub fn auto_added(&self) -> usize {
+        self.auto_added
     }
 
     /// The number of rules (comments and skipped lines not counted).
@@ -817,5 +916,89 @@ mod tests {
         assert_eq!(r.len(), 1000);
         assert_eq!(r.perm(b"file999", ObjKind::File, SYNC), 0);
         assert_eq!(r.perm(b"file1000", ObjKind::File, SYNC), SYNC);
+    }
+
+    /// The `+w` patterns clsync 0.4.5's `--auto-add-rules-w` makes, worked out by hand from its
+    /// `parse_rules_fromfile` for each branch of the algorithm.
+    #[test]
+    fn auto_walk_patterns_follow_clsync() {
+        let pats = |rules: &[(u8, &str)]| -> Vec<Vec<String>> {
+            let mut seen = std::collections::HashSet::new();
+            rules
+                .iter()
+                .map(|(k, re)| {
+                    auto_walk_patterns(*k, re.as_bytes(), &mut seen)
+                        .into_iter()
+                        .map(|p| String::from_utf8(p).unwrap())
+                        .collect()
+                })
+                .collect()
+        };
+        // Every parent level, then the root; the last `/` becomes `$`.
+        assert_eq!(
+            pats(&[(b'f', r"^www/site/index\.php$")]),
+            [["^www/site$", "^www$", "^$"]]
+        );
+        // No `^`: one is put in front; no `/`: only the root.
+        assert_eq!(pats(&[(b'f', r"\.php$")]), [["^$"]]);
+        assert_eq!(pats(&[(b'f', "a/b")]), [["^a$", "^$"]]);
+        // m and s rules count like f; the empty regex gives the root.
+        assert_eq!(pats(&[(b'm', "^a/b")]), [["^a$", "^$"]]);
+        assert_eq!(pats(&[(b's', "")]), [["^$"]]);
+        // A `$` right before the cut is kept, not doubled.
+        assert_eq!(pats(&[(b'f', "^a$/b")]), [["^a$", "^$"]]);
+        // A `/` right after `^`: the root at once, and not twice.
+        assert_eq!(pats(&[(b'f', "^/x")]), [vec!["^$"]]);
+        // d and * rules: their own pattern (with `$`) counts as added, so only the parents.
+        assert_eq!(pats(&[(b'd', "^www/site")]), [["^www$", "^$"]]);
+        assert_eq!(pats(&[(b'*', "^www/site$")]), [["^www$", "^$"]]);
+        // Nothing twice in one file, counting what a d rule names itself.
+        assert_eq!(
+            pats(&[
+                (b'd', "^www/site"),
+                (b'f', "^www/site/x"),
+                (b'f', "^www/other/y"),
+            ]),
+            [vec!["^www$", "^$"], vec![], vec!["^www/other$"]]
+        );
+        // Cut on the text, not the regex: an escaped slash leaves an escaped `$`.
+        assert_eq!(pats(&[(b'f', r"^a\/b")]), [[r"^a\$", "^$"]]);
+    }
+
+    #[test]
+    fn auto_add_rules_w_lets_walks_reach_permitted_paths() {
+        let text = b"+f^www/site/index\\.html$\n-*\n";
+        let auto = ParseOptions {
+            auto_add_rules_w: true,
+        };
+        let plain = Rules::parse(text).unwrap();
+        let r = Rules::parse_with(text, auto).unwrap();
+        assert_eq!((plain.len(), plain.auto_added()), (2, 0));
+        assert_eq!((r.len(), r.auto_added()), (5, 3));
+        for dir in [&b""[..], b"www", b"www/site"] {
+            assert_eq!(plain.perm(dir, ObjKind::Dir, WALK), 0);
+            assert_eq!(r.perm(dir, ObjKind::Dir, WALK), WALK, "{dir:?}");
+            // Walk only: monitor and sync are still decided by the later `-*`.
+            assert_eq!(r.perm(dir, ObjKind::Dir, MONITOR | SYNC), 0, "{dir:?}");
+        }
+        assert_eq!(r.perm(b"www/other", ObjKind::Dir, WALK), 0);
+        assert_eq!(r.perm(b"www/site/sub", ObjKind::Dir, WALK), 0);
+        assert_eq!(r.perm(b"www/site/index.html", ObjKind::File, SYNC), SYNC);
+        // The added rules sit right after the rule they come from, before the later ones.
+        let r = Rules::parse_with(b"+f^a/b$\n-w^a$\n", auto).unwrap();
+        assert_eq!(r.perm(b"a", ObjKind::Dir, WALK), WALK);
+        // `-` rules and `w` rules (either case) add nothing.
+        for t in ["-f^a/b$\n", "+w^a/b$\n", "+W^a/b$\n"] {
+            assert_eq!(
+                Rules::parse_with(t.as_bytes(), auto).unwrap().auto_added(),
+                0,
+                "{t}"
+            );
+        }
+        // A cut inside a group leaves an invalid regex: the file is refused, naming the rule.
+        let e = Rules::parse_with(b"+f^(a|b/c)\n", auto).unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.to_string().contains("<+w^(a|b$>"), "{e}");
+        assert!(Rules::parse(b"+f^(a|b/c)\n").is_ok());
     }
 }

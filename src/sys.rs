@@ -186,6 +186,20 @@ pub fn test_attempt_syscall(which: &str, inotify: &OwnedFd) {
             "inotify_add_watch" => {
                 libc::inotify_add_watch(inotify.as_raw_fd(), c"/".as_ptr(), libc::IN_ALL_EVENTS);
             }
+            "mprotect_exec" => {
+                // A writable anonymous page (allowed) turned executable (never allowed).
+                let page = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if page != libc::MAP_FAILED {
+                    libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC);
+                }
+            }
             other => crate::error!("test hook: unknown syscall {other}"),
         }
     }

@@ -4,8 +4,9 @@
 //! Read from the environment by root before the worker confines itself:
 //! - `CLSYNC_TEST_DISABLE=layer[,layer…]` skips single layers of the worker's sandbox: `netns`,
 //!   `cgroup`, `caps`, `identity`, `nnp`, `landlock`, `seccomp`;
-//! - `CLSYNC_TEST_WORKER_SYSCALL=socket|execve|ptrace|inotify_add_watch` attempts a forbidden
-//!   syscall once the daemon is ready;
+//! - `CLSYNC_TEST_WORKER_SYSCALL=socket|execve|ptrace|inotify_add_watch|mprotect_exec` attempts a
+//!   forbidden syscall once the daemon is ready (`mprotect_exec`: an anonymous page made
+//!   executable);
 //! - `CLSYNC_TEST_WORKER_ACTION=read:PATH|forkbomb` does something a tenant who took over the
 //!   worker would try, and logs the outcome as `test action …: allowed …` or `… denied …`;
 //! - `CLSYNC_TEST_FORGE=KIND` sends a forged request to the helper (see `privsep::forge`).

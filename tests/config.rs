@@ -365,3 +365,212 @@ fn check_config_prints_the_effective_splitting() {
         );
     }
 }
+
+/// clsync options that configure a mechanism this build does not have (fts tuning, clsync's
+/// privileged thread, its shared memory, its own seccomp filter, ...): accepted on the command
+/// line and as keyfile keys, one info line each saying why nothing changes, and the daemon runs
+/// and syncs as without them.
+const NOOPS: &[&str] = &[
+    "fts-experimental-optimization",
+    "forget-privthread-info",
+    "shm-mprotect",
+    "permit-mprotect",
+    "exit-on-sync-skipping",
+];
+
+#[test]
+fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
+    let s = Scratch::new("conf-noops");
+    let (src, dst) = (s.src(), s.dst());
+    let base = [
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        src.to_str().unwrap(),
+        "-D",
+        dst.to_str().unwrap(),
+    ];
+    for opt in NOOPS {
+        let flag = format!("--{opt}");
+        let a: Vec<&str> = base.iter().copied().chain([flag.as_str()]).collect();
+        let (code, _, err) = check(&a);
+        assert_eq!(code, 0, "{opt}: {err}");
+        let info: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(&flag) && l.contains("changes nothing here"))
+            .collect();
+        assert_eq!(info.len(), 1, "{opt}: one info line expected:\n{err}");
+        assert!(info[0].starts_with("Info: "), "{}", info[0]);
+        assert!(info[0].contains("sandbox is unaffected"), "{}", info[0]);
+        // Without the option: no such line.
+        let (_, _, err) = check(&base);
+        assert!(!err.contains(&flag), "{err}");
+    }
+    // As keyfile keys (clsync's `key = 1`).
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nmode = rsyncdirect\ndestination-dir = {}\n{}",
+            src.display(),
+            dst.display(),
+            NOOPS
+                .iter()
+                .map(|o| format!("{o} = 1\n"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = check(&["-H", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for opt in NOOPS {
+        assert!(err.contains(&format!("--{opt}: accepted")), "{opt}: {err}");
+    }
+    // The daemon runs with all of them and syncs.
+    populate_sample_tree(&src);
+    let mut args: Vec<std::ffi::OsString> = rsyncdirect_args(&s, 0, &["--only-initialsync"]);
+    args.extend(NOOPS.iter().map(|o| format!("--{o}").into()));
+    let (st, err) = run_to_exit(&s, &args, START_TIMEOUT);
+    assert_eq!(st.and_then(|st| st.code()), Some(0), "{err}");
+    assert_trees_equal(&src, &dst);
+}
+
+/// `--add-permitted-hook-files` (clsync: more files its execvp check lets run as `FILE label`
+/// hooks) is read as clsync reads it and accepted with an info line, but no listed file is ever
+/// run: the helper's exec policy holds only the configured --exit-hook/--pre-exit-hook.
+#[test]
+fn add_permitted_hook_files_is_read_like_clsync_but_runs_nothing() {
+    let s = Scratch::new("conf-permitted-hooks");
+    let (src, dst) = (s.src(), s.dst());
+    let base = [
+        "-H",
+        "/NULL/",
+        "-M",
+        "rsyncdirect",
+        "-W",
+        src.to_str().unwrap(),
+        "-D",
+        dst.to_str().unwrap(),
+    ];
+    let with = |v: &str| {
+        let opt = format!("--add-permitted-hook-files={v}");
+        let a: Vec<&str> = base.iter().copied().chain([opt.as_str()]).collect();
+        check(&a)
+    };
+    for (v, n) in [
+        ("/bin/true,/bin/false", 2),
+        ("/bin/true", 1),
+        // An empty element clears the list (clsync 0.4.5 hangs on an empty last element).
+        ("/bin/true,,/bin/false", 1),
+        ("/bin/true,", 0),
+        ("", 0),
+    ] {
+        let (code, _, err) = with(v);
+        assert_eq!(code, 0, "{v:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "Info: --add-permitted-hook-files: accepted, changes nothing here: {n} file(s)"
+            )),
+            "{v:?}: {err}"
+        );
+    }
+    let many = (0..257)
+        .map(|i| format!("/h{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (code, _, err) = with(&many);
+    assert_eq!(code, 22, "{err}");
+    assert!(err.contains("too many permitted hook files"), "{err}");
+    assert_eq!(with(&many[..many.rfind(',').unwrap()]).0, 0, "256 are fine");
+
+    // A run: the listed file is never executed, the configured exit hook is.
+    let listed = s.path("listed.sh");
+    write_script(
+        &listed,
+        &format!("#!/bin/sh\ntouch {}\n", s.path("listed-ran").display()),
+    );
+    let hook = s.path("exit-hook.sh");
+    write_script(
+        &hook,
+        &format!(
+            "#!/bin/sh\necho \"$@\" > {}\n",
+            s.path("hook-ran").display()
+        ),
+    );
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nadd-permitted-hook-files = {}\nexit-hook = {}\n",
+            listed.display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    populate_sample_tree(&src);
+    let mut args = rsyncdirect_args(&s, 0, &["--only-initialsync"]);
+    let i = args.iter().position(|a| a == "/NULL/").unwrap();
+    args[i] = conf.clone().into();
+    let (st, err) = run_to_exit(&s, &args, START_TIMEOUT);
+    assert_eq!(st.and_then(|st| st.code()), Some(0), "{err}");
+    assert!(
+        err.contains("--add-permitted-hook-files: accepted"),
+        "{err}"
+    );
+    assert_trees_equal(&src, &dst);
+    assert_eq!(
+        fs::read_to_string(s.path("hook-ran")).unwrap_or_default(),
+        "nolabel\n",
+        "the exit hook runs as `hook label`"
+    );
+    assert!(!s.path("listed-ran").exists(), "a listed file was run");
+}
+
+/// `--auto-add-rules-w` and its key: --check-config shows the rules it added, and the rsync
+/// modes get clsync's warning.
+#[test]
+fn auto_add_rules_w_is_shown_and_warned_about_in_rsync_modes() {
+    let s = Scratch::new("conf-auto-w");
+    let rules = s.path("rules");
+    fs::write(&rules, "+f^www/site/index\\.html$\n-*\n").unwrap();
+    let conf = s.path("c.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\nrules-file = {}\nauto-add-rules-w = 1\n",
+            s.src().display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let (code, out, err) = check(&["-H", c, "-Mshell", "-S", "/bin/true"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line(&out, "rules").starts_with("5 rules (3 added by --auto-add-rules-w)"),
+        "{out}"
+    );
+    assert!(!err.contains("auto-add-rules-w"), "{err}");
+    let (code, out, err) = check(&["-H", c, "-Mrsyncdirect", "-D", s.dst().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(line(&out, "rules").starts_with("5 rules"), "{out}");
+    assert!(
+        err.contains("Warning: option \"--auto-add-rules-w\" in modes"),
+        "{err}"
+    );
+    // Without it: the file's two rules.
+    let (_, out, _) = check(&[
+        "-H",
+        "/NULL/",
+        "-Mshell",
+        "-S",
+        "/bin/true",
+        "-W",
+        s.src().to_str().unwrap(),
+        "-R",
+        rules.to_str().unwrap(),
+    ]);
+    assert!(line(&out, "rules").starts_with("2 rules from"), "{out}");
+}

@@ -624,3 +624,73 @@ fn have_recursive_sync_argument_sets_and_refusals() {
         assert!(err.contains("--have-recursive-sync"), "{err}");
     }
 }
+
+/// `--auto-add-rules-w` (clsync 0.4.5 built with AUTORULESW): with `+f^sub/deep/x$` then `-*`,
+/// the added `+w^sub/deep$`, `+w^sub$`, `+w^$` let the walks reach x: the initial sync lists it
+/// alone, the three directories are watched, and a change to x is synced. Without the option
+/// `-*` forbids walking the watch root: nothing is watched or synced.
+#[test]
+fn auto_add_rules_w_makes_the_parents_of_permitted_paths_walkable() {
+    let rules = "+f^sub/deep/x$\n-*\n";
+    let plain = Scratch::new("mode-auto-w-off");
+    sample(&plain);
+    fs::write(plain.path("rules"), rules).unwrap();
+    let r = plain.path("rules");
+    let calls_plain = run_once(&plain, "shell", &["-R", r.to_str().unwrap()]);
+    assert!(
+        calls_plain
+            .iter()
+            .all(|c| c.lists.iter().all(|l| l.is_empty())),
+        "{calls_plain:?}"
+    );
+
+    let s = Scratch::new("mode-auto-w");
+    sample(&s);
+    fs::write(s.path("rules"), rules).unwrap();
+    let r = s.path("rules");
+    let (h, log) = logger(&s);
+    let mut d = Daemon::start(
+        &s,
+        &args(
+            &s,
+            "shell",
+            &h,
+            &["-R", r.to_str().unwrap(), "--auto-add-rules-w"],
+        ),
+        &[],
+    );
+    d.wait_ready();
+    assert!(
+        d.stderr().contains("3 directories watched"),
+        "{}",
+        d.stderr()
+    );
+    let lines = |skip: usize| -> BTreeSet<String> {
+        calls(&log)
+            .iter()
+            .skip(skip)
+            .flat_map(|c| c.list_lines(0))
+            .collect()
+    };
+    let init = lines(0);
+    assert_eq!(
+        init.iter()
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["sub/deep/x"],
+        "{init:#?}"
+    );
+    let n0 = calls(&log).len();
+    fs::write(s.src().join("b.txt"), b"y\n").unwrap();
+    fs::write(s.src().join("sub/deep/x"), b"y\n").unwrap();
+    let mut got = BTreeSet::new();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || {
+            got = lines(n0);
+            got.iter().any(|l| l.ends_with(" sub/deep/x"))
+        }),
+        "{got:#?}"
+    );
+    assert!(!got.iter().any(|l| l.ends_with(" b.txt")), "{got:#?}");
+    d.stop();
+}

@@ -532,10 +532,17 @@ fn gated_handler(s: &Scratch) -> PathBuf {
 }
 
 fn syscall_trap(name: &str, nr: i64) {
+    syscall_trap_with(name, nr, &[]);
+}
+
+/// [`syscall_trap`] with `extra` options on the daemon's command line.
+fn syscall_trap_with(name: &str, nr: i64, extra: &[&str]) {
     let s = Scratch::new(&format!("trap-{name}"));
     create_file(s.src().join("f"), b"x", Attrs::new(0o644));
     let h = gated_handler(&s);
-    let args = rsyncdirect_args(&s, 0, &["-S", h.to_str().unwrap()]);
+    let mut opts = vec!["-S", h.to_str().unwrap()];
+    opts.extend_from_slice(extra);
+    let args = rsyncdirect_args(&s, 0, &opts);
     let mut d = Daemon::start(&s, &args, &[("CLSYNC_TEST_WORKER_SYSCALL", name)]);
     let helper = d.helper_proc();
     fs::write(s.path("go"), b"").unwrap();
@@ -603,6 +610,17 @@ fn seccomp_traps_ptrace_in_worker() {
 #[test]
 fn seccomp_traps_inotify_add_watch_in_worker() {
     syscall_trap("inotify_add_watch", libc::SYS_inotify_add_watch);
+}
+
+/// clsync's `--permit-mprotect` (and `--shm-mprotect`) are accepted as no-ops: making memory
+/// executable still traps in the worker.
+#[test]
+fn permit_mprotect_does_not_let_the_worker_make_memory_executable() {
+    syscall_trap_with(
+        "mprotect_exec",
+        libc::SYS_mprotect,
+        &["--permit-mprotect", "--shm-mprotect"],
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -252,6 +252,62 @@ fn modification_signature_skips_events_that_change_no_selected_field() {
     d.stop();
 }
 
+/// clsync 0.4.5 reads --exit-on-sync-skipping only in its BSM monitor; with inotify (observed with
+/// /usr/bin/clsync) a sync that --modification-signature skips does not end it. Same here: the
+/// option is accepted with an info line, the skip happens, the daemon goes on and syncs.
+#[test]
+fn exit_on_sync_skipping_does_not_end_the_daemon_when_a_sync_is_skipped() {
+    let s = Scratch::new("res-skip-exit");
+    fs::write(s.src().join("f"), b"x").unwrap();
+    let (h, log) = handler(&s, "exit 0");
+    let mut d = Daemon::start(
+        &s,
+        &handler_args(
+            &s,
+            "shell",
+            &h,
+            &[
+                "-w0",
+                "-t0",
+                "--modification-signature",
+                "uid",
+                "--exit-on-sync-skipping",
+            ],
+        ),
+        &[],
+    );
+    d.wait_ready();
+    assert!(
+        d.stderr()
+            .contains("Info: --exit-on-sync-skipping: accepted, changes nothing here"),
+        "{}",
+        d.stderr()
+    );
+    let f = s.src().join("f");
+    let count = || log_text(&log).lines().filter(|l| l.ends_with(" f")).count();
+    let base = count();
+    let step = |n: u32| {
+        let m = format!("marker{n}");
+        fs::write(s.src().join(&m), b"m").unwrap();
+        assert!(
+            wait_for(SYNC_TIMEOUT, || log_text(&log).contains(&format!(" {m}"))),
+            "{}",
+            log_text(&log)
+        );
+    };
+    set_mtime(&f, 1_700_000_000, 0);
+    step(1);
+    assert_eq!(count(), base + 1, "the first event on a path always syncs");
+    set_mtime(&f, 1_700_000_100, 0);
+    step(2);
+    assert_eq!(count(), base + 1, "uid unchanged: skipped");
+    assert_eq!(d.try_wait(), None, "the daemon ended after a skipped sync");
+    std::os::unix::fs::chown(&f, Some(TEST_UID), None).unwrap();
+    step(3);
+    assert_eq!(count(), base + 2, "still running and syncing");
+    d.stop();
+}
+
 /// A handler that logs `start <pid> <paths…>` and, a moment later, `end <pid>`.
 fn slow_handler(s: &Scratch) -> (PathBuf, PathBuf) {
     let log = s.path("calls.log");

@@ -683,7 +683,7 @@ impl Worker {
                 path.display(),
                 Errno::from_raw(errno)
             ),
-            Ok(text) => match Rules::parse(&text) {
+            Ok(text) => match Rules::parse_with(&text, self.cfg.rules_options) {
                 Ok(r) => {
                     crate::info!(
                         "SIGHUP: rules reloaded from {} ({} rules)",
