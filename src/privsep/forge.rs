@@ -35,15 +35,22 @@ fn memfd(sealed: bool) -> Option<OwnedFd> {
 }
 
 fn exec(lists: Vec<ListKind>) -> Request {
+    exec_as(HandlerRef::Sync, lists, |_| ())
+}
+
+/// An Exec of `handler` with `lists`, its call's values changed by `edit`.
+fn exec_as(handler: HandlerRef, lists: Vec<ListKind>, edit: impl FnOnce(&mut CallArgs)) -> Request {
+    let mut call = CallArgs {
+        sync_type: SyncType::Rsynclist,
+        event_mask: None,
+        paths: vec![],
+    };
+    edit(&mut call);
     Request::Exec {
         job: 999,
-        handler: HandlerRef::Sync,
+        handler,
         lists,
-        call: CallArgs {
-            sync_type: SyncType::Rsynclist,
-            event_mask: None,
-            paths: vec![],
-        },
+        call,
         env: ExecEnv {
             status: Status::Running,
             iteration: 1,
@@ -139,79 +146,24 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             },
             &[],
         ),
-        "exec-hook-unconfigured" => {
-            let Request::Exec {
-                job,
-                lists,
-                env,
-                call,
-                ..
-            } = exec(vec![])
-            else {
-                return;
-            };
-            chan.send(
-                &Request::Exec {
-                    job,
-                    handler: HandlerRef::ExitHook,
-                    lists,
-                    env,
-                    call,
-                },
-                &[],
-            )
-        }
+        "exec-hook-unconfigured" => chan.send(&exec_as(HandlerRef::ExitHook, vec![], |_| ()), &[]),
         // rsyncdirect takes no paths at all.
         "exec-paths-to-rsync" => match (memfd(true), memfd(true)) {
-            (Some(a), Some(b)) => {
-                let Request::Exec {
-                    job,
-                    handler,
-                    lists,
-                    env,
-                    mut call,
-                } = exec(both)
-                else {
-                    return;
-                };
-                call.paths = vec![RelPath(b"x".to_vec())];
-                chan.send(
-                    &Request::Exec {
-                        job,
-                        handler,
-                        lists,
-                        env,
-                        call,
-                    },
-                    &[a.as_raw_fd(), b.as_raw_fd()],
-                )
-            }
+            (Some(a), Some(b)) => chan.send(
+                &exec_as(HandlerRef::Sync, both, |c| {
+                    c.paths = vec![RelPath(b"x".to_vec())]
+                }),
+                &[a.as_raw_fd(), b.as_raw_fd()],
+            ),
             _ => return,
         },
         // For a template with %INCLUDE-LIST% (direct mode): a path escaping the tree.
-        "exec-path-dotdot" => {
-            let Request::Exec {
-                job,
-                handler,
-                env,
-                mut call,
-                ..
-            } = exec(vec![])
-            else {
-                return;
-            };
-            call.paths = vec![RelPath(b"../../etc/shadow".to_vec())];
-            chan.send(
-                &Request::Exec {
-                    job,
-                    handler,
-                    lists: vec![],
-                    env,
-                    call,
-                },
-                &[],
-            )
-        }
+        "exec-path-dotdot" => chan.send(
+            &exec_as(HandlerRef::Sync, vec![], |c| {
+                c.paths = vec![RelPath(b"../../etc/shadow".to_vec())]
+            }),
+            &[],
+        ),
         "exec-missing-list" => match memfd(true) {
             Some(fd) => chan.send(&exec(vec![ListKind::Include]), &[fd.as_raw_fd()]),
             None => return,
@@ -234,30 +186,13 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             .send(&so_sync(b"a", false, true), &[])
             .and_then(|()| chan.send(&Request::Kill { job: 1 }, &[])),
         // A recursive (--have-recursive-sync) call where none is configured.
-        "exec-initialsync" => {
-            let Request::Exec {
-                job,
-                handler,
-                env,
-                mut call,
-                ..
-            } = exec(vec![])
-            else {
-                return;
-            };
-            call.sync_type = SyncType::Initialsync;
-            call.paths = vec![RelPath::root()];
-            chan.send(
-                &Request::Exec {
-                    job,
-                    handler,
-                    lists: vec![],
-                    env,
-                    call,
-                },
-                &[],
-            )
-        }
+        "exec-initialsync" => chan.send(
+            &exec_as(HandlerRef::Sync, vec![], |c| {
+                c.sync_type = SyncType::Initialsync;
+                c.paths = vec![RelPath::root()];
+            }),
+            &[],
+        ),
         // Dumps: an unsealed memfd, more fds than the files declared, one file (and fd) more
         // than a dump may have (the receive buffer, rounded up to 8 bytes, still takes it, so
         // the helper's own limit answers), far more fds than any message may carry (the

@@ -68,7 +68,20 @@ impl Worker {
         let Some(first) = calls.pop_front() else {
             return Ok(false);
         };
-        let (job, pid) = self.exec(first)?;
+        let started = self.exec(first)?;
+        self.track(started, batch, initial, calls, None);
+        Ok(true)
+    }
+
+    /// Records a handler just started (`(job, pid)`) as running, in this iteration.
+    fn track(
+        &mut self,
+        (job, pid): (u64, i32),
+        batch: Batch,
+        initial: bool,
+        rest: VecDeque<Call>,
+        recursive: Option<Vec<u8>>,
+    ) {
         let deadline = self.deadline();
         self.running.push(Running {
             job,
@@ -78,12 +91,11 @@ impl Worker {
             tries: self.tries + 1,
             batch,
             initial,
-            rest: calls,
+            rest,
             deadline,
             kills: 0,
-            recursive: None,
+            recursive,
         });
-        Ok(true)
     }
 
     /// --have-recursive-sync: the next directory's `initialsync` call, right away (no delay,
@@ -113,22 +125,15 @@ impl Worker {
                 so_events: None,
             }
         };
-        let (job, pid) = self.exec(call)?;
+        let started = self.exec(call)?;
         self.iteration += 1;
-        let deadline = self.deadline();
-        self.running.push(Running {
-            job,
-            pid,
-            iteration: self.iteration,
-            started: unix_now(),
-            tries: self.tries + 1,
-            batch: Batch::default(),
+        self.track(
+            started,
+            Batch::default(),
             initial,
-            rest: VecDeque::new(),
-            deadline,
-            kills: 0,
-            recursive: Some(dir),
-        });
+            VecDeque::new(),
+            Some(dir),
+        );
         Ok(true)
     }
 
