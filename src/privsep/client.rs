@@ -322,16 +322,9 @@ impl AsFd for Client {
 mod tests {
     use super::*;
     use crate::privsep::protocol::{Entry, Kind, WatchResult};
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
     fn pair() -> (Client, Channel) {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = crate::privsep::protocol::socket_pair().unwrap();
         (Client::new(Channel::new(a)), Channel::new(b))
     }
 

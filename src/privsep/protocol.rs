@@ -533,6 +533,24 @@ pub fn violation_report(syscall: i32, buf: &mut [u8; 64]) -> usize {
         .unwrap_or(0)
 }
 
+/// The two ends of a channel: `SOCK_SEQPACKET` (one message per datagram, boundaries kept),
+/// close-on-exec, buffers raised to hold a few full datagrams.
+pub fn socket_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    for s in [&a, &b] {
+        // Best effort: the default buffers still hold one datagram.
+        let _ = setsockopt(s, sockopt::SndBuf, &(4 * MAX_DATAGRAM));
+        let _ = setsockopt(s, sockopt::RcvBuf, &(4 * MAX_DATAGRAM));
+    }
+    Ok((a, b))
+}
+
 /// One end of the socketpair. Blocking I/O; the event loops poll the fd for readiness.
 pub struct Channel {
     fd: OwnedFd,

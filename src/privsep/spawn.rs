@@ -11,7 +11,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use nix::fcntl::{open, OFlag};
-use nix::sys::socket::{setsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use nix::unistd::{chown, ForkResult, Gid, Uid};
 
@@ -19,7 +18,7 @@ use crate::config::{Config, Splitting};
 use crate::privsep::client::Client;
 use crate::privsep::helper::{self, HelperSetup, ListsDir};
 use crate::privsep::policy::ExecPolicy;
-use crate::privsep::protocol::{self, Channel, MAX_DATAGRAM};
+use crate::privsep::protocol::{self, Channel};
 use crate::sandbox::cgroup::{DaemonCgroups, Limits};
 use crate::sandbox::{caps, identity, landlock, namespaces, seccomp, Layer, WorkerLayers};
 use crate::sys;
@@ -105,17 +104,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             format!("inotify_init1: {e} (check fs.inotify.max_user_instances)"),
         )
     })?;
-    let (wsock, hsock) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| fail(1, format!("socketpair: {e}")))?;
-    for s in [&wsock, &hsock] {
-        let _ = setsockopt(s, sockopt::SndBuf, &(4 * MAX_DATAGRAM));
-        let _ = setsockopt(s, sockopt::RcvBuf, &(4 * MAX_DATAGRAM));
-    }
+    let (wsock, hsock) =
+        crate::privsep::protocol::socket_pair().map_err(|e| fail(1, format!("socketpair: {e}")))?;
     let lists = lists_dir(&cfg)?;
     // What the janitor removes when the daemon is gone, however it ended.
     let remove_files: Vec<PathBuf> = cfg

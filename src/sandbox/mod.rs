@@ -247,15 +247,8 @@ mod tests {
     /// namespace, landlock enforced, and a forbidden syscall reported and fatal.
     #[test]
     fn worker_sequence_end_to_end() {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         use std::os::fd::AsRawFd;
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = crate::privsep::protocol::socket_pair().unwrap();
         let host_net = nix::fcntl::readlink("/proc/self/ns/net").unwrap();
         let host_net = host_net.as_encoded_bytes();
         let filter = seccomp::worker_filter(1).unwrap();

@@ -484,15 +484,8 @@ mod tests {
 
     #[test]
     fn sigsys_reporter_sends_report_and_exits_159() {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         use std::os::fd::AsRawFd;
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = crate::privsep::protocol::socket_pair().unwrap();
         let filter = worker_filter(1).unwrap();
         let out = in_child(|_| {
             if install_sigsys_reporter(b.as_raw_fd(), report).is_err() {
