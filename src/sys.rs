@@ -62,6 +62,16 @@ pub fn getdents64(dir: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
     }
 }
 
+/// Gives the allocator's free memory back to the kernel (glibc keeps freed heap pages, and after
+/// large frees it raises its mmap threshold, so a storm's memory would otherwise stay resident).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free heap pages (brk, madvise).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// inotify_init1(IN_CLOEXEC | IN_NONBLOCK).
 pub fn inotify_init() -> nix::Result<OwnedFd> {
     // SAFETY: plain syscall with constant flags.

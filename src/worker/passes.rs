@@ -5,6 +5,10 @@
 use super::*;
 use crate::privsep::protocol::ObjType;
 
+/// After a pass of at least this many paths has ended, the worker returns freed memory to the
+/// kernel (a storm's queues and lists would otherwise stay resident).
+const TRIM_AFTER_PATHS: usize = 4096;
+
 impl Worker {
     // ---- stage 3: sync passes ----
 
@@ -429,6 +433,7 @@ impl Worker {
             return Ok(());
         };
         let run = self.running.swap_remove(i);
+        let large = run.batch.includes.len() + run.batch.excludes.len() >= TRIM_AFTER_PATHS;
         // A pass ended: what waited for it may go now.
         if !self.lockwait.is_empty() {
             std::mem::take(&mut self.lockwait).requeue(&mut self.queues, Instant::now());
@@ -477,6 +482,13 @@ impl Worker {
                     self.cfg.max_iterations
                 );
                 self.exit_code.get_or_insert(0);
+            }
+            if large {
+                // The pass's paths, lists and queue maps are freed now: give the memory back.
+                let paths = run.batch.includes.len() + run.batch.excludes.len();
+                drop(run);
+                crate::sys::trim_heap();
+                crate::debug!(1, "returned freed memory after a pass of {paths} paths");
             }
             return Ok(());
         }
