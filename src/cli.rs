@@ -560,7 +560,7 @@ pub fn parse_with_config(
     use clap::{ArgAction, CommandFactory, FromArgMatches};
 
     let cmd = Cli::command();
-    let argv = attached_levels(argv);
+    let argv = clsync_argv(&cmd, argv)?;
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
     let file = match cli.config_file.as_deref() {
@@ -698,34 +698,163 @@ fn quote_arg(w: &str) -> String {
     q
 }
 
-/// clsync's optional numeric arguments must be attached: `-d5`, `-v0`, `--debug=5` set the level
-/// (a bare `-d` adds one, and `-d 5` is `-d` plus the handler argument `5`, as in clsync).
-fn attached_levels(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let mut out = Vec::with_capacity(argv.len());
+/// clsync's getopt conventions that clap does not have, rewritten into clap's forms before
+/// parsing (options only; everything after `--` is left alone):
+/// - an unambiguous prefix of a long option names it (`--watch=src`, `--only-init`); an
+///   ambiguous one is an error listing the candidates;
+/// - an attached number after a flag (clsync's optional-numeric options) sets it: `=0` turns it
+///   off, even if given earlier (`-b1`, `--exit-on-no-events=1`, `--sync-on-quit=0`), and a
+///   value that is not a number is an error;
+/// - `-dN`/`--debug=N` and `-vN`/`--verbose=N` set the level;
+/// - `-----=ARGS` is clsync's long option `---` (the --have-recursive-sync argument set).
+fn clsync_argv(
+    cmd: &clap::Command,
+    argv: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, clap::Error> {
+    use clap::error::ErrorKind;
+    let longs: Vec<&str> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .collect();
+    let is_flag = |long: &str| {
+        cmd.get_arguments().any(|a| {
+            a.get_long() == Some(long) && matches!(a.get_action(), clap::ArgAction::SetTrue)
+        })
+    };
+    let short_flag = |c: char| {
+        cmd.get_arguments()
+            .find(|a| {
+                a.get_short() == Some(c) && matches!(a.get_action(), clap::ArgAction::SetTrue)
+            })
+            .and_then(|a| a.get_long())
+    };
+    let bad = |msg: String| clap::Error::raw(ErrorKind::InvalidValue, format!("{msg}\n"));
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(argv.len());
+    // Sets or clears flag `long` (given as `given`) from its attached number.
+    let flag_value = |out: &mut Vec<std::ffi::OsString>, long: &str, given: &str, v: &str| {
+        let n = parse_num(v).map_err(|e| bad(format!("{given}: {e}")))?;
+        let short = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_short());
+        if n == 0 {
+            // Off, whatever came before (later options override earlier ones).
+            out.retain(|o| {
+                let o = o.to_string_lossy();
+                o != format!("--{long}") && short.is_none_or(|c| o != format!("-{c}"))
+            });
+        } else {
+            out.push(format!("--{long}").into());
+        }
+        Ok::<(), clap::Error>(())
+    };
+    let mut iter = argv.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    let takes_value = |a: Option<&clap::Arg>| a.is_some_and(|a| a.get_action().takes_values());
     let mut positional = false;
-    for a in argv {
-        let s = a.to_string_lossy();
+    // The previous element was an option whose value is the next element, taken verbatim.
+    let mut value_next = false;
+    for a in iter {
+        let s = a.to_string_lossy().into_owned();
+        if std::mem::take(&mut value_next) {
+            // Joined to its option, so that clap takes it even when it begins with `-`
+            // (getopt does: `--label -x` labels the daemon "-x").
+            // (An empty value after a short option stays separate: `-S ''`.)
+            match out.last_mut() {
+                Some(opt) if opt.to_string_lossy().starts_with("--") => {
+                    opt.push("=");
+                    opt.push(&a);
+                }
+                Some(opt) if !a.is_empty() => opt.push(&a),
+                _ => out.push(a),
+            }
+            continue;
+        }
         if positional || s == "--" {
             positional = true;
             out.push(a);
             continue;
         }
-        let level = |flag: &str, long: &str| -> Option<String> {
-            let n = s.strip_prefix(flag).or_else(|| s.strip_prefix(long))?;
-            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.to_string())
-        };
         if let Some(v) = s.strip_prefix("-----=") {
-            // clsync's long option `---` (the --have-recursive-sync argument set).
             out.push(format!("--initialsync-args={v}").into());
-        } else if let Some(n) = level("-d", "--debug=") {
-            out.push(format!("--debug-level={n}").into());
-        } else if let Some(n) = level("-v", "--verbose=") {
-            out.push(format!("--verbose-level={n}").into());
-        } else {
-            out.push(a);
+            continue;
         }
+        if let Some(body) = s.strip_prefix("--") {
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            let long = if longs.contains(&name)
+                || cmd.get_arguments().any(|x| x.get_long() == Some(name))
+            {
+                name.to_string()
+            } else {
+                let hits: Vec<&str> = longs
+                    .iter()
+                    .copied()
+                    .filter(|l| l.starts_with(name))
+                    .collect();
+                match hits.as_slice() {
+                    [one] => one.to_string(),
+                    [] => name.to_string(), // clap reports the unknown option
+                    many => {
+                        return Err(bad(format!(
+                            "option --{name} is ambiguous: {}",
+                            many.iter()
+                                .map(|l| format!("--{l}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )))
+                    }
+                }
+            };
+            let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            match (long.as_str(), value) {
+                ("debug", Some(v)) if digits(v) => out.push(format!("--debug-level={v}").into()),
+                ("verbose", Some(v)) if digits(v) => {
+                    out.push(format!("--verbose-level={v}").into())
+                }
+                (l, Some(v)) if is_flag(l) => flag_value(&mut out, l, &s, v)?,
+                (l, Some(v)) => out.push(format!("--{l}={v}").into()),
+                (l, None) => {
+                    value_next = takes_value(cmd.get_arguments().find(|x| x.get_long() == Some(l)));
+                    out.push(format!("--{l}").into());
+                }
+            }
+            continue;
+        }
+        // Short options: `-dN`, `-vN`, and a flag with an attached number (`-b1`, `-U0`).
+        let mut chars = s.chars();
+        if let (Some('-'), Some(c)) = (chars.next(), chars.next()) {
+            let rest = chars.as_str();
+            if rest.is_empty() {
+                value_next = takes_value(cmd.get_arguments().find(|x| x.get_short() == Some(c)));
+            }
+            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                match c {
+                    'd' => {
+                        out.push(format!("--debug-level={rest}").into());
+                        continue;
+                    }
+                    'v' => {
+                        out.push(format!("--verbose-level={rest}").into());
+                        continue;
+                    }
+                    c => {
+                        if let Some(long) = short_flag(c) {
+                            flag_value(&mut out, long, &s, rest)?;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        out.push(a);
     }
-    out
+    Ok(out)
 }
 
 /// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),
@@ -819,6 +948,72 @@ mod tests {
         assert_eq!(c.delay_sync, 5);
         assert_eq!(c.delay_collect, 8, "a leading 0 is octal, as strtol(…, 0)");
         assert_eq!(c.ignore_exitcode, vec![vec![23], vec![24, 25]]);
+    }
+
+    fn full(args: &[&str]) -> Result<Cli, String> {
+        let argv = std::iter::once("clsync")
+            .chain(["-H", "/NULL/"])
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect();
+        match parse_with_config(argv) {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.msg),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn unambiguous_long_prefixes_name_their_option_and_ambiguous_ones_are_errors() {
+        let c = full(&["--watch=src", "--only-init", "--dest", "d", "--lab=x"]).unwrap();
+        assert_eq!(c.watch_dir.as_deref(), Some("src"));
+        assert!(c.only_initialsync);
+        assert_eq!(c.destination_dir.as_deref(), Some("d"));
+        assert_eq!(c.label, "x");
+        let e = full(&["--sync=x"]).unwrap_err();
+        assert!(e.contains("--sync is ambiguous"), "{e}");
+        assert!(
+            e.contains("--sync-handler") && e.contains("--sync-on-quit"),
+            "{e}"
+        );
+        // An exact name wins over longer ones it prefixes (--debug, not --debug-level).
+        assert_eq!(full(&["--debug"]).unwrap().debug, 1);
+    }
+
+    #[test]
+    fn flags_take_clsyncs_attached_numbers_and_zero_turns_them_off() {
+        let c = full(&[
+            "--exit-on-no-events=1",
+            "-b1",
+            "-U0",
+            "--one-file-system=0x1",
+        ])
+        .unwrap();
+        assert!(c.exit_on_no_events && c.background && !c.dont_unlink_lists && c.one_file_system);
+        // Later ones override earlier ones, in either spelling.
+        let c = full(&[
+            "-b",
+            "--background=0",
+            "--exit-on-no-events",
+            "--exit-on-no=0",
+        ])
+        .unwrap();
+        assert!(!c.background && !c.exit_on_no_events);
+        let c = full(&["--sync-on-quit=0", "--sync-on-quit=2"]).unwrap();
+        assert!(c.sync_on_quit);
+        let e = full(&["--exit-on-no-events=yes"]).unwrap_err();
+        assert!(
+            e.contains("--exit-on-no-events=yes") && e.contains("number"),
+            "{e}"
+        );
+        // -d5 / --deb=5 set the level; a value given separately is taken verbatim.
+        let c = full(&["--deb=5", "-l", "-b1", "--label", "--exit-on-no-events=1"]).unwrap();
+        assert_eq!(c.debug_level, Some(5));
+        assert_eq!(c.label, "--exit-on-no-events=1");
+        assert!(!c.background && !c.exit_on_no_events);
+        // An empty value, separate or attached.
+        assert_eq!(full(&["-l", ""]).unwrap().label, "");
+        assert_eq!(full(&["--label", ""]).unwrap().label, "");
     }
 
     #[test]
