@@ -8,11 +8,23 @@ use common::*;
 
 #[track_caller]
 fn forged_request_is_refused(kind: &str, reason: &str) {
+    forged_request_with_args_is_refused(kind, |_| Vec::new(), reason)
+}
+
+/// The same, with more daemon options, made in the test's scratch directory.
+#[track_caller]
+fn forged_request_with_args_is_refused(
+    kind: &str,
+    extra: impl FnOnce(&Scratch) -> Vec<String>,
+    reason: &str,
+) {
     let s = Scratch::new(&format!("forge-{kind}"));
     populate_sample_tree(&s.src());
+    let extra = extra(&s);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut d = Daemon::start(
         &s,
-        &rsyncdirect_args(&s, 0, &[]),
+        &rsyncdirect_args(&s, 0, &extra),
         &[("CLSYNC_TEST_FORGE", kind)],
     );
     let st = d
@@ -304,4 +316,36 @@ fn a_dump_with_more_fds_than_a_message_may_carry_is_refused() {
 #[test]
 fn a_dump_file_the_layout_does_not_have_is_refused() {
     forged_request_is_refused("dump-bad-name", "dump file queue/4 is not allowed");
+}
+
+/// `-S` a sync handler for the job-limit cases: the initial sync (status `initsync`) returns at
+/// once, the forged calls (status `running`) sleep, so they are still running when the next
+/// arrives (the helper kills them when the session ends).
+fn sleeping_handler(s: &Scratch) -> Vec<String> {
+    let p = s.path("sleeper.sh");
+    write_script(
+        &p,
+        "#!/bin/sh\n[ \"$CLSYNC_STATUS\" = running ] && exec sleep 30\nexit 0\n",
+    );
+    vec!["-S".into(), p.to_string_lossy().into_owned()]
+}
+
+#[test]
+fn an_exec_reusing_a_running_job_id_is_refused() {
+    // Its record would replace the running one's: that handler could no longer be killed or
+    // reported. Each path that starts a handler asks the same admission check.
+    forged_request_with_args_is_refused(
+        "exec-job-twice",
+        sleeping_handler,
+        "exec of job 999, which is still running",
+    );
+}
+
+#[test]
+fn more_handlers_at_once_than_the_helper_runs_are_refused() {
+    forged_request_with_args_is_refused(
+        "exec-too-many",
+        sleeping_handler,
+        "more than 64 handlers at once",
+    );
 }

@@ -38,6 +38,18 @@ fn exec(lists: Vec<ListKind>) -> Request {
     exec_as(HandlerRef::Sync, lists, |_| ())
 }
 
+/// Sends a well-formed Exec of the rsync template as job `job`, with its two sealed lists.
+fn send_exec(chan: &Channel, job: u64) -> Result<(), ProtoError> {
+    let (Some(a), Some(b)) = (memfd(true), memfd(true)) else {
+        return Err(ProtoError::Io(nix::errno::Errno::EMFILE));
+    };
+    let mut r = exec(vec![ListKind::Exclude, ListKind::Include]);
+    if let Request::Exec { job: j, .. } = &mut r {
+        *j = job;
+    }
+    chan.send(&r, &[a.as_raw_fd(), b.as_raw_fd()])
+}
+
 /// An Exec of `handler` with `lists`, its call's values changed by `edit`.
 fn exec_as(handler: HandlerRef, lists: Vec<ListKind>, edit: impl FnOnce(&mut CallArgs)) -> Request {
     let mut call = CallArgs {
@@ -168,6 +180,10 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             Some(fd) => chan.send(&exec(vec![ListKind::Include]), &[fd.as_raw_fd()]),
             None => return,
         },
+        // Valid Execs, but a job id still running, or one handler more than the helper runs at
+        // once (the test's handler sleeps while the daemon is running).
+        "exec-job-twice" => (0..2).try_for_each(|_| send_exec(chan, 999)),
+        "exec-too-many" => (0..65).try_for_each(|i| send_exec(chan, 1000 + i)),
         "exec-unsealed" => match (memfd(false), memfd(false)) {
             (Some(a), Some(b)) => chan.send(&exec(both), &[a.as_raw_fd(), b.as_raw_fd()]),
             _ => return,

@@ -487,9 +487,7 @@ impl Helper {
                 if !lists.is_empty() || !call.paths.is_empty() {
                     return Err(format!("exec of {handler:?} with lists or paths"));
                 }
-                if self.jobs.contains_key(&job) {
-                    return Err(format!("exec of job {job}, which is still running"));
-                }
+                self.admit(job)?;
                 let label = CString::new(self.s.policy.label.clone()).unwrap_or_default();
                 self.start(job, vec![hook, label], env, Vec::new())
             }
@@ -639,12 +637,7 @@ impl Helper {
                     .into(),
             );
         }
-        if self.jobs.contains_key(&job) {
-            return Err(format!("exec of job {job}, which is still running"));
-        }
-        if self.jobs.len() >= MAX_JOBS {
-            return Err(format!("more than {MAX_JOBS} handlers at once"));
-        }
+        self.admit(job)?;
         let watch_dir = self.s.policy.watch_dir.clone();
         let c: Vec<CEvent> = all
             .iter()
@@ -900,17 +893,12 @@ impl Helper {
             ));
         }
         check_paths(&call.paths)?;
+        self.admit(job)?;
         if let Some(fixer) = self.s.policy.fixer.clone() {
             if !fds.is_empty() {
                 return Err("exec of the built-in fixer with list files".into());
             }
             return self.start_fixer(job, fixer, call.paths);
-        }
-        if self.jobs.contains_key(&job) {
-            return Err(format!("exec of job {job}, which is still running"));
-        }
-        if self.jobs.len() >= MAX_JOBS {
-            return Err(format!("more than {MAX_JOBS} handlers at once"));
         }
         if self
             .s
@@ -989,11 +977,21 @@ impl Helper {
         let rest = p
             .template
             .render(&list_path, call.sync_type, call.event_mask, &path_args);
-        // No NUL can be in there: paths were validated, the template came from a C argv.
-        let argv: Vec<CString> = std::iter::once(p.program.clone())
-            .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
-            .collect();
+        let argv = program_argv(&p.program, rest);
         self.start(job, argv, env, files)
+    }
+
+    /// Whether a new job may start: its id is not one still running (its record would be lost,
+    /// and with it the kill and the exit report), and no more than [`MAX_JOBS`] run at once.
+    /// Every path that starts a handler (hook, program, fixer, shared object) asks first.
+    fn admit(&self, job: u64) -> Result<(), String> {
+        if self.jobs.contains_key(&job) {
+            return Err(format!("exec of job {job}, which is still running"));
+        }
+        if self.jobs.len() >= MAX_JOBS {
+            return Err(format!("more than {MAX_JOBS} handlers at once"));
+        }
+        Ok(())
     }
 
     /// Forks and execs `argv` as a handler, audits it, records the job.
@@ -1049,12 +1047,7 @@ impl Helper {
             ));
         }
         check_paths(&call.paths)?;
-        if self.jobs.contains_key(&job) {
-            return Err(format!("exec of job {job}, which is still running"));
-        }
-        if self.jobs.len() >= MAX_JOBS {
-            return Err(format!("more than {MAX_JOBS} handlers at once"));
-        }
+        self.admit(job)?;
         let path_args: Vec<Vec<u8>> = if p.initial_template.takes_paths() {
             vec![path_arg(call.paths[0].as_bytes(), Some(&p.watch_dir))]
         } else {
@@ -1066,10 +1059,7 @@ impl Helper {
             call.event_mask,
             &path_args,
         );
-        // No NUL: the path was validated, the template came from a C argv.
-        let argv: Vec<CString> = std::iter::once(p.program.clone())
-            .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
-            .collect();
+        let argv = program_argv(&p.program, rest);
         self.start(job, argv, env, Vec::new())
     }
 
@@ -1363,6 +1353,14 @@ fn child_setup(h: &Helper, helper_pid: Pid, argv: &[CString], envp: &[CString]) 
     } else {
         127
     }
+}
+
+/// The configured program followed by its rendered arguments. No argument can hold a NUL: paths
+/// were validated and the templates came from a C argv.
+fn program_argv(program: &CString, rest: Vec<Vec<u8>>) -> Vec<CString> {
+    std::iter::once(program.clone())
+        .chain(rest.into_iter().filter_map(|a| CString::new(a).ok()))
+        .collect()
 }
 
 /// The environment every handler gets: a fixed PATH and clsync's CLSYNC_* variables.
