@@ -132,6 +132,24 @@ impl Queues {
         self.instant.is_empty() && self.normal.is_empty() && self.big.is_empty()
     }
 
+    /// Whether a directory above `path` (or the root) waits in the instant or the ordinary queue
+    /// to be synced recursively: its pass will copy `path` too, so an event for `path` adds
+    /// nothing. Once that pass has taken the directory, this is false again (what changes while
+    /// rsync runs needs its own entry).
+    pub fn covered(&self, path: &[u8]) -> bool {
+        [&self.instant, &self.normal].into_iter().any(|q| {
+            !q.includes.is_empty()
+                && std::iter::once(0)
+                    .chain(
+                        path.iter()
+                            .enumerate()
+                            .filter(|&(_, &b)| b == b'/')
+                            .map(|(i, _)| i),
+                    )
+                    .any(|i| q.includes.get(&path[..i]).is_some_and(|it| it.recursive))
+        })
+    }
+
     /// What one queue holds now (for a dump): its entries and its excludes, unordered.
     pub fn contents(&self, id: QueueId) -> QueueContents<'_> {
         let q = match id {
@@ -343,6 +361,46 @@ mod tests {
                 (n.as_bytes().to_vec(), Item::new(2, rec))
             })
             .collect()
+    }
+
+    #[test]
+    fn a_path_is_covered_only_while_a_directory_above_it_waits_to_be_synced_whole() {
+        let now = Instant::now();
+        let d = Duration::ZERO;
+        let mut q = Queues::new(Delays {
+            sync: d,
+            collect: d,
+            bigfile: d,
+        });
+        q.include(QueueId::Normal, b"a/new".to_vec(), Item::new(2, true), now);
+        q.include(
+            QueueId::Normal,
+            b"a/plain".to_vec(),
+            Item::new(2, false),
+            now,
+        );
+        assert!(q.covered(b"a/new/f"));
+        assert!(q.covered(b"a/new/deep/er/f"));
+        assert!(
+            !q.covered(b"a/new"),
+            "the directory itself is not beneath itself"
+        );
+        assert!(!q.covered(b"a/newer/f"), "a name that only starts alike");
+        assert!(
+            !q.covered(b"a/plain/f"),
+            "a directory queued by itself only"
+        );
+        assert!(!q.covered(b"b/f"));
+        let batch = q.take_due(now, true);
+        assert_eq!(batch.includes.len(), 2);
+        assert!(
+            !q.covered(b"a/new/f"),
+            "once its pass took the directory, a change beneath it needs its own entry"
+        );
+        q.include(QueueId::Big, b"big".to_vec(), Item::new(2, true), now);
+        assert!(!q.covered(b"big/f"), "the big-file queue may wait longer");
+        q.include(QueueId::Instant, Vec::new(), Item::new(2, true), now);
+        assert!(q.covered(b"x"), "a whole-tree re-sync covers everything");
     }
 
     #[test]

@@ -656,3 +656,39 @@ fn a_pass_of_thousands_of_paths_gives_its_memory_back_within_the_sandbox() {
     let st = d.stop();
     assert!(st.success(), "{}", d.stderr());
 }
+
+#[test]
+fn a_change_beneath_a_new_directory_during_its_pass_is_synced_by_the_next_pass() {
+    // While a new directory waits in the queue to be synced whole (`/dir/***`), events for files
+    // beneath it add nothing and are dropped; once its pass has started, they must count again.
+    // The handler is rsync followed by a pause, so the pass is still running when the file
+    // changes after rsync copied it.
+    let s = Scratch::new("inflight");
+    let (src, dst) = (s.src(), s.dst());
+    let wrapper = s.path("rsync-then-wait");
+    create_file(
+        &wrapper,
+        b"#!/bin/sh\n/usr/bin/rsync \"$@\"\nrc=$?\nsleep 1\nexit $rc\n",
+        Attrs::new(0o755),
+    );
+    let w = wrapper.to_str().unwrap();
+    let mut d = Daemon::rsyncdirect(&s, 0, &["-S", w]);
+    d.wait_ready();
+    fs::create_dir(src.join("new")).unwrap();
+    fs::write(src.join("new/f"), b"first\n").unwrap();
+    assert!(
+        wait_for(SYNC_TIMEOUT, || fs::read(dst.join("new/f"))
+            .is_ok_and(|c| c == b"first\n")),
+        "{}",
+        d.stderr()
+    );
+    // Now (most likely within the handler's pause) the file changes beneath the directory whose
+    // pass is running.
+    fs::write(src.join("new/f"), b"second, longer\n").unwrap();
+    fs::create_dir(src.join("new/sub")).unwrap();
+    fs::write(src.join("new/sub/g"), b"g\n").unwrap();
+    wait_synced(&src, &dst, SYNC_TIMEOUT);
+    assert_eq!(fs::read(dst.join("new/f")).unwrap(), b"second, longer\n");
+    let st = d.stop();
+    assert!(st.success(), "{}", d.stderr());
+}

@@ -8,6 +8,7 @@ impl Worker {
     // ---- stage 2: events ----
 
     pub(super) fn read_events(&mut self) -> Result<(), ClientError> {
+        self.last_read = Instant::now();
         let mut overflow = false;
         let mut new_dirs: Vec<NodeId> = Vec::new();
         let mut to_stat: Vec<(RelPath, u32)> = Vec::new();
@@ -218,6 +219,10 @@ impl Worker {
             if gone_synced(&self.rules, path.as_bytes(), false) {
                 self.enqueue(QueueId::Normal, path.0, Item::new(mask, false));
             }
+        } else if self.skip_covered() && self.queues.covered(path.as_bytes()) {
+            // A new directory above it is still queued whole (`/dir/***`): its pass copies
+            // this file as it is then, so neither a stat nor a list line is needed (a burst of
+            // files into new directories costs one lookup per event, not a helper round trip).
         } else {
             to_stat.push((path, mask));
         }
