@@ -20,7 +20,7 @@ use crate::privsep::helper::{self, HelperSetup, ListsDir};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{self, Channel};
 use crate::sandbox::cgroup::{DaemonCgroups, Limits};
-use crate::sandbox::{caps, identity, landlock, namespaces, seccomp, Layer, WorkerLayers};
+use crate::sandbox::{caps, identity, landlock, namespaces, rootfs, seccomp, Layer, WorkerLayers};
 use crate::sys;
 use crate::testhooks::TestHooks;
 use crate::worker::{self, Worker, WorkerSetup};
@@ -68,6 +68,18 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             }
         }
     }
+    // systemd's notification socket, connected now: the worker cannot connect later, and after
+    // --chroot the host's socket path may not be reachable.
+    let notify = crate::notify::Notifier::from_env();
+    // --chroot/--pivot-root/--mountpoints: from here on every path (pid file, status file,
+    // control socket, lists dir, dump dir, rules reloads, hooks, handler) is inside the new root.
+    if cfg.root_switch.active() {
+        rootfs::enter(&cfg.root_switch).map_err(|e| fail(e.code, e.msg))?;
+        if let Some(dir) = &cfg.root_switch.chroot {
+            rootfs::check_inside(dir, &cfg.watch_dir, &cfg.handler)
+                .map_err(|e| fail(e.code, e.msg))?;
+        }
+    }
     if let Some(p) = &cfg.pid_file {
         write_new(p, format!("{}", sys::getpid()).as_bytes())
             .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;
@@ -76,8 +88,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         Some(p) => Some(control_socket(&cfg, p)?),
         None => None,
     };
-    // systemd's notification socket, connected now: the worker cannot connect later.
-    let notify = crate::notify::Notifier::from_env();
     let status = match &cfg.status_file {
         Some(p) => Some(write_new(p, b"starting").map_err(|e| {
             fail(
@@ -422,9 +432,24 @@ fn lists_dir(cfg: &Config) -> Result<ListsDir, StartError> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp"));
             let p = nix::unistd::mkdtemp(&tmp.join("clsync-XXXXXX")).map_err(|e| {
+                let inside = cfg
+                    .root_switch
+                    .chroot
+                    .as_ref()
+                    .map(|d| {
+                        format!(
+                            " (inside --chroot {}: it must have a writable {})",
+                            d.display(),
+                            tmp.display()
+                        )
+                    })
+                    .unwrap_or_default();
                 fail(
                     2,
-                    format!("cannot create a lists dir under {}: {e}", tmp.display()),
+                    format!(
+                        "cannot create a lists dir under {}{inside}: {e}",
+                        tmp.display()
+                    ),
                 )
             })?;
             (p, true)
