@@ -122,6 +122,37 @@ fn host_mountinfo() -> String {
     fs::read_to_string("/proc/self/mountinfo").unwrap()
 }
 
+/// The daemon's cgroups work inside the new root (created before the switch, reached through
+/// descriptors): the worker's audit line says it is in its group, the helper (and so every
+/// handler) is in the handlers group; call before stop.
+fn assert_in_cgroups(d: &mut Daemon) {
+    let err = d.stderr();
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("cgroup") && !l.starts_with("audit:")),
+        "no cgroup warning expected:\n{err}"
+    );
+    assert!(err.contains("cgroup=worker"), "{err}");
+    let helper = d.helper_pid();
+    let groups = cgroups_of(helper);
+    assert!(
+        groups
+            .iter()
+            .filter_map(|c| c.dir.as_ref())
+            .any(|p| p.ends_with(format!("clsync-{}/handlers", d.pid))),
+        "helper not in the handlers group: {groups:?}"
+    );
+}
+
+/// After a clean stop nothing of the daemon's cgroups is left.
+fn assert_cgroups_removed(d: &Daemon) {
+    assert_eq!(
+        daemon_cgroup_dirs(d.pid),
+        Vec::<PathBuf>::new(),
+        "cgroups left"
+    );
+}
+
 fn rootfs_leftovers() -> Vec<OsString> {
     dir_entries(Path::new("/dev/shm"))
         .into_iter()
@@ -143,7 +174,9 @@ fn chroot_runs_helper_and_handler_inside_dir() {
     let helper = d.helper_pid();
     let root = fs::read_link(format!("/proc/{helper}/root")).unwrap();
     assert_eq!(root, c.dir, "a plain chroot: the helper's root is DIR");
+    assert_in_cgroups(&mut d);
     d.stop();
+    assert_cgroups_removed(&d);
     assert!(rootfs_leftovers().is_empty());
 }
 
@@ -178,6 +211,7 @@ fn pivot_root_direct_needs_a_mount_point() {
         d.stderr()
     );
     assert!(!s.path("marks/log").exists());
+    assert_cgroups_removed(&d);
 }
 
 /// `--pivot-root=auto`: pivoted, and the new root is writable (the handler's probe file lands
@@ -196,7 +230,9 @@ fn pivot_root_auto_pivots_into_writable_root() {
         fs::read_link(format!("/proc/{helper}/root")).unwrap(),
         Path::new("/")
     );
+    assert_in_cgroups(&mut d);
     d.stop();
+    assert_cgroups_removed(&d);
     assert!(rootfs_leftovers().is_empty());
 }
 
@@ -233,6 +269,7 @@ fn chroot_without_watch_dir_inside_fails_clearly() {
     assert!(err.contains(&s.src().display().to_string()), "{err}");
     assert!(err.contains("watch dir"), "{err}");
     assert!(!s.path("marks/log").exists());
+    assert_cgroups_removed(&d);
 }
 
 /// `--pivot-root` other than off without `--chroot`: exit 22 naming both options (as clsync).
@@ -300,7 +337,9 @@ fn mountpoints_detach_unlisted_mounts_in_daemon_namespace_only() {
             assert!(allowed.contains(&m), "{who} still has {m}:\n{mi}");
         }
     }
+    assert_in_cgroups(&mut d);
     d.stop();
+    assert_cgroups_removed(&d);
     assert_eq!(host_mountinfo(), before, "the host's mount table changed");
 }
 

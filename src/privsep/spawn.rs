@@ -71,6 +71,43 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     // systemd's notification socket, connected now: the worker cannot connect later, and after
     // --chroot the host's socket path may not be reachable.
     let notify = crate::notify::Notifier::from_env();
+    let (cgroups, warnings) = match DaemonCgroups::create(
+        &cfg.cgroup_name
+            .clone()
+            .unwrap_or_else(|| format!("clsync-{}", sys::getpid())),
+        WORKER_LIMITS,
+        HANDLER_LIMITS,
+    ) {
+        Ok((cg, w)) => (Some(cg), w),
+        Err(e) => (
+            None,
+            vec![format!(
+                "cannot create the daemon's cgroups, running without pids/memory limits: {e}"
+            )],
+        ),
+    };
+    for w in warnings {
+        crate::warning!("{w}");
+    }
+    if let Some(cg) = &cgroups {
+        if cfg.helper_uid != 0 {
+            cg.chown(cfg.helper_uid, cfg.helper_gid).map_err(|e| {
+                fail(
+                    1,
+                    format!("cannot hand the cgroups to --privileged-uid: {e}"),
+                )
+            })?;
+        }
+    }
+    // With --chroot/--mountpoints the hierarchies may be out of reach after the switch: the
+    // groups are created now and reached through descriptors from then on.
+    let mut cgroups = cgroups;
+    if cfg.root_switch.active() {
+        if let Some(cg) = cgroups.as_mut() {
+            cg.anchor()
+                .map_err(|e| fail(1, format!("cannot keep hold of the daemon's cgroups: {e}")))?;
+        }
+    }
     // --chroot/--pivot-root/--mountpoints: from here on every path (pid file, status file,
     // control socket, lists dir, dump dir, rules reloads, hooks, handler) is inside the new root.
     if cfg.root_switch.active() {
@@ -125,34 +162,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .chain(cfg.socket.iter())
         .cloned()
         .collect();
-    let (cgroups, warnings) = match DaemonCgroups::create(
-        &cfg.cgroup_name
-            .clone()
-            .unwrap_or_else(|| format!("clsync-{}", sys::getpid())),
-        WORKER_LIMITS,
-        HANDLER_LIMITS,
-    ) {
-        Ok((cg, w)) => (Some(cg), w),
-        Err(e) => (
-            None,
-            vec![format!(
-                "cannot create the daemon's cgroups, running without pids/memory limits: {e}"
-            )],
-        ),
-    };
-    for w in warnings {
-        crate::warning!("{w}");
-    }
-    if let Some(cg) = &cgroups {
-        if cfg.helper_uid != 0 {
-            cg.chown(cfg.helper_uid, cfg.helper_gid).map_err(|e| {
-                fail(
-                    1,
-                    format!("cannot hand the cgroups to --privileged-uid: {e}"),
-                )
-            })?;
-        }
-    }
     let policy = ExecPolicy::from_config(&cfg);
     let (janitor_read, janitor_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
