@@ -287,7 +287,8 @@ fn root_switch(cli: &Cli) -> Result<RootSwitch, ConfigError> {
                     v.push(PathBuf::from(m));
                 }
             }
-            Some(v)
+            // As in clsync, a list that ends up empty is the same as none.
+            (!v.is_empty()).then_some(v)
         }
     };
     if pivot != PivotRoot::Off && mountpoints.is_some() {
@@ -1210,6 +1211,66 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("clsync").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn pivot_root_words_as_clsync_and_empty_is_off() {
+        for (v, want) in [
+            ("", PivotRoot::Off),
+            ("off", PivotRoot::Off),
+            ("direct", PivotRoot::Direct),
+            ("auto", PivotRoot::Auto),
+            ("auto-ro", PivotRoot::AutoRo),
+        ] {
+            assert_eq!(PivotRoot::parse(v), Some(want), "{v}");
+        }
+        for v in ["1", "ro", "Auto", "auto_ro", "on"] {
+            assert_eq!(PivotRoot::parse(v), None, "{v:?}");
+        }
+        let e = root_switch(&cli(&["--pivot-root", "sideways"])).unwrap_err();
+        assert_eq!(e.code, 22);
+        assert!(e.msg.contains("off, direct, auto, auto-ro"), "{}", e.msg);
+    }
+
+    #[test]
+    fn pivot_root_without_chroot_is_einval_and_off_or_empty_chroot_is_fine() {
+        let e = root_switch(&cli(&["--pivot-root", "auto"])).unwrap_err();
+        assert_eq!(e.code, 22);
+        assert!(e.msg.contains("--pivot-root=auto") && e.msg.contains("--chroot"));
+        let e = root_switch(&cli(&["--chroot", "", "--pivot-root", "direct"])).unwrap_err();
+        assert_eq!(e.code, 22, "an empty --chroot unsets it");
+        let rs = root_switch(&cli(&["--pivot-root", "off"])).unwrap();
+        assert!(!rs.active());
+        let rs = root_switch(&cli(&["--chroot", "/", "--pivot-root", ""])).unwrap();
+        assert_eq!(rs.chroot.as_deref(), Some(Path::new("/")));
+        assert_eq!(rs.pivot, PivotRoot::Off);
+        let e = root_switch(&cli(&["--chroot", "/nonexistent-clsync-chroot"])).unwrap_err();
+        assert_eq!(e.code, 2);
+    }
+
+    #[test]
+    fn mountpoints_list_resets_on_empty_element_and_empty_is_unset() {
+        let m = |v: &str| {
+            root_switch(&cli(&["--mountpoints", v]))
+                .unwrap()
+                .mountpoints
+        };
+        assert_eq!(
+            m("/a,/b"),
+            Some(vec![PathBuf::from("/a"), PathBuf::from("/b")])
+        );
+        assert_eq!(m("/a,,/b"), Some(vec![PathBuf::from("/b")]));
+        assert_eq!(m(""), None);
+        assert_eq!(
+            m("/a,"),
+            None,
+            "a list that ends empty is unset (as clsync)"
+        );
+    }
 
     #[test]
     fn splitting_in_words_and_numbers() {
