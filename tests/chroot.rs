@@ -86,6 +86,14 @@ fn chroot_tree(s: &Scratch, bind_src: bool, self_bind: bool) -> Chroot {
 /// Starts clsync through `unshare -m --propagation private sh setup.sh clsync ARGS` (exec all
 /// the way, so the daemon's pid is the spawned one).
 fn start_in_ns(s: &Scratch, c: &Chroot, extra: &[&str]) -> Daemon {
+    let mut base = handler_args(s, "direct", &c.handler, &["-D"]);
+    base.push(s.dst().into());
+    start_in_ns_with(s, c, base, extra)
+}
+
+/// [`start_in_ns`] with other daemon arguments than the marking handler's (`--chroot DIR` and
+/// `extra` follow `base`).
+fn start_in_ns_with(s: &Scratch, c: &Chroot, base: Vec<OsString>, extra: &[&str]) -> Daemon {
     let mut args: Vec<OsString> = vec![
         "-m".into(),
         "--propagation".into(),
@@ -94,8 +102,7 @@ fn start_in_ns(s: &Scratch, c: &Chroot, extra: &[&str]) -> Daemon {
         c.setup.clone().into(),
         clsync_bin().into(),
     ];
-    args.extend(handler_args(s, "direct", &c.handler, &["-D"]));
-    args.push(s.dst().into());
+    args.extend(base);
     args.push("--chroot".into());
     args.push(c.dir.clone().into());
     args.extend(extra.iter().map(OsString::from));
@@ -250,6 +257,27 @@ fn pivot_root_auto_ro_makes_new_root_read_only() {
     assert!(err.contains("Read-only"), "{err}");
     d.stop();
     assert!(rootfs_leftovers().is_empty());
+}
+
+/// The usual rsyncdirect setup in a read-only pivoted root: the initial sync and a later change
+/// reach the destination (rsync, its lists and the destination all inside DIR).
+#[test]
+fn chroot_auto_ro_rsyncdirect_syncs_the_tree() {
+    let s = Scratch::new("chroot-rsync");
+    fs::write(s.src().join("a"), b"first\n").unwrap();
+    let c = chroot_tree(&s, true, false);
+    let mut d = start_in_ns_with(
+        &s,
+        &c,
+        rsyncdirect_args(&s, 0, &[]),
+        &["--pivot-root", "auto-ro"],
+    );
+    d.wait_ready();
+    assert_trees_equal(&s.src(), &s.dst());
+    fs::create_dir(s.src().join("sub")).unwrap();
+    fs::write(s.src().join("sub/b"), b"second\n").unwrap();
+    wait_synced(&s.src(), &s.dst(), SYNC_TIMEOUT);
+    d.stop();
 }
 
 /// `--chroot` to a DIR without the watch dir inside: the error names DIR and the missing path,

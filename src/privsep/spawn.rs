@@ -113,8 +113,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     if cfg.root_switch.active() {
         rootfs::enter(&cfg.root_switch).map_err(|e| fail(e.code, e.msg))?;
         if let Some(dir) = &cfg.root_switch.chroot {
-            rootfs::check_inside(dir, &cfg.watch_dir, &cfg.handler)
-                .map_err(|e| fail(e.code, e.msg))?;
+            rootfs::check_inside(
+                dir,
+                &cfg.watch_dir,
+                &cfg.handler,
+                &[&cfg.pre_exit_hook, &cfg.exit_hook],
+            )
+            .map_err(|e| fail(e.code, e.msg))?;
         }
     }
     if let Some(p) = &cfg.pid_file {

@@ -214,9 +214,14 @@ fn ensure_proc(dir: &Path) -> Result<(), RootError> {
     })
 }
 
-/// After the switch: the watch dir and the handler must be where the configuration resolved
-/// them on the host, now inside the new root.
-pub fn check_inside(dir: &Path, watch_dir: &Path, handler: &Path) -> Result<(), RootError> {
+/// After the switch: the watch dir, the handler and the hooks must be where the configuration
+/// resolved them on the host, now inside the new root.
+pub fn check_inside(
+    dir: &Path,
+    watch_dir: &Path,
+    handler: &Path,
+    hooks: &[&Option<PathBuf>],
+) -> Result<(), RootError> {
     let missing = |what: &str, p: &Path, e: String| {
         RootError {
         code: Errno::ENOENT as i32,
@@ -235,10 +240,18 @@ pub fn check_inside(dir: &Path, watch_dir: &Path, handler: &Path) -> Result<(), 
         Ok(_) => return Err(missing("watch dir", watch_dir, "not a directory".into())),
         Err(e) => return Err(missing("watch dir", watch_dir, e.to_string())),
     }
-    match std::fs::metadata(handler) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(missing("sync handler", handler, "not a file".into())),
-        Err(e) => return Err(missing("sync handler", handler, e.to_string())),
+    let programs = std::iter::once(("sync handler", handler)).chain(
+        hooks
+            .iter()
+            .filter_map(|h| h.as_deref())
+            .map(|h| ("hook", h)),
+    );
+    for (what, p) in programs {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(missing(what, p, "not a file".into())),
+            Err(e) => return Err(missing(what, p, e.to_string())),
+        }
     }
     Ok(())
 }
