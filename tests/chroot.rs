@@ -130,8 +130,8 @@ fn host_mountinfo() -> String {
 }
 
 /// The daemon's cgroups work inside the new root (created before the switch, reached through
-/// descriptors): the worker's audit line says it is in its group, the helper (and so every
-/// handler) is in the handlers group; call before stop.
+/// descriptors): the worker's audit line says it is in its group (and has its whole sandbox),
+/// the helper (and so every handler) is in the handlers group; call before stop.
 fn assert_in_cgroups(d: &mut Daemon) {
     let err = d.stderr();
     assert!(
@@ -140,6 +140,19 @@ fn assert_in_cgroups(d: &mut Daemon) {
         "no cgroup warning expected:\n{err}"
     );
     assert!(err.contains("cgroup=worker"), "{err}");
+    // The worker's own sandbox is whole inside the new root too.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("audit: action=worker-sandbox"))
+        .unwrap_or_else(|| panic!("no worker-sandbox line:\n{err}"));
+    for want in [
+        "namespaces=net,ipc,mnt,uts",
+        "landlock=enforced",
+        "seccomp=allowlist",
+        "caps=none",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
     let helper = d.helper_pid();
     let groups = cgroups_of(helper);
     assert!(
@@ -277,7 +290,9 @@ fn chroot_auto_ro_rsyncdirect_syncs_the_tree() {
     fs::create_dir(s.src().join("sub")).unwrap();
     fs::write(s.src().join("sub/b"), b"second\n").unwrap();
     wait_synced(&s.src(), &s.dst(), SYNC_TIMEOUT);
+    assert_in_cgroups(&mut d);
     d.stop();
+    assert_cgroups_removed(&d);
 }
 
 /// `--chroot` to a DIR without the watch dir inside: the error names DIR and the missing path,

@@ -127,7 +127,10 @@ fn a_clsync_option_this_build_lacks_is_an_error_not_ignored() {
     .unwrap();
     let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-S", "/bin/true"]);
     assert_eq!(code, 22);
-    assert!(err.contains("\"custom-signals\" is not implemented"), "{err}");
+    assert!(
+        err.contains("\"custom-signals\" is not implemented"),
+        "{err}"
+    );
 }
 
 #[test]
