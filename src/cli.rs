@@ -314,6 +314,21 @@ pub struct Cli {
     #[arg(long = "ctl", value_name = "SOCKET")]
     pub ctl: Option<String>,
 
+    /// Run the daemon (helper, worker, handlers) with DIR as its root, in its own mount
+    /// namespace; the watch dir, handler and /tmp must exist at the same paths inside DIR
+    #[arg(long = "chroot", value_name = "DIR")]
+    pub chroot: Option<String>,
+
+    /// How --chroot changes the root: off (chroot only), direct (pivot_root; DIR must be a
+    /// mount point), auto (bind DIR first), auto-ro (as auto, read-only)
+    #[arg(long = "pivot-root", value_name = "WAY")]
+    pub pivot_root: Option<String>,
+
+    /// Detach every mount not in this comma list, in the daemon's own mount namespace (an
+    /// empty element clears the list; / and /proc are always kept)
+    #[arg(long = "mountpoints", value_name = "DIRS")]
+    pub mountpoints: Option<String>,
+
     /// While this file exists, syncs wait (events are still collected)
     #[arg(long = "standby-file", value_name = "FILE")]
     pub standby_file: Option<String>,

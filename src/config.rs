@@ -182,6 +182,125 @@ pub struct Config {
     pub max_iterations: u64,
     /// --splitting as given (words or numbers); see [`Splitting::effective`].
     pub splitting: Splitting,
+    /// --chroot, --pivot-root, --mountpoints: done once at start, before the fork.
+    pub root_switch: RootSwitch,
+}
+
+/// `--pivot-root`: how `--chroot` changes the root (clsync's words; `""` is off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PivotRoot {
+    /// chroot(2) only.
+    #[default]
+    Off,
+    /// pivot_root(2) into DIR, which must already be a mount point.
+    Direct,
+    /// Bind-mount DIR onto itself (a mount point), then pivot_root.
+    Auto,
+    /// As auto, with the bind mount read-only.
+    AutoRo,
+}
+
+impl PivotRoot {
+    pub const ACCEPTED: &'static str = "off, direct, auto, auto-ro";
+
+    pub fn parse(s: &str) -> Option<PivotRoot> {
+        Some(match s {
+            "" | "off" => PivotRoot::Off,
+            "direct" => PivotRoot::Direct,
+            "auto" => PivotRoot::Auto,
+            "auto-ro" => PivotRoot::AutoRo,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PivotRoot::Off => "off",
+            PivotRoot::Direct => "direct",
+            PivotRoot::Auto => "auto",
+            PivotRoot::AutoRo => "auto-ro",
+        }
+    }
+}
+
+/// What `--chroot`, `--pivot-root` and `--mountpoints` ask for, resolved. Nothing is asked when
+/// `chroot` and `mountpoints` are both `None` (then the daemon stays in the host's mount
+/// namespace, as before).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootSwitch {
+    /// --chroot: the new root, absolute and resolved on the host.
+    pub chroot: Option<PathBuf>,
+    pub pivot: PivotRoot,
+    /// --mountpoints: the mount points kept (compared exactly with /proc/self/mountinfo);
+    /// `None`: nothing is detached.
+    pub mountpoints: Option<Vec<PathBuf>>,
+}
+
+impl RootSwitch {
+    /// Whether the daemon leaves the host's mount namespace at start.
+    pub fn active(&self) -> bool {
+        self.chroot.is_some() || self.mountpoints.is_some()
+    }
+}
+
+/// --chroot, --pivot-root, --mountpoints, read as clsync reads them: `""` unsets --chroot and
+/// --mountpoints and means off for --pivot-root; --mountpoints is a comma list where an empty
+/// element clears what came before; --pivot-root other than off without --chroot is an error.
+fn root_switch(cli: &Cli) -> Result<RootSwitch, ConfigError> {
+    let pivot = match &cli.pivot_root {
+        None => PivotRoot::Off,
+        Some(w) => PivotRoot::parse(w).ok_or_else(|| {
+            inval(format!(
+                "--pivot-root={w}: unknown value; accepted: {}",
+                PivotRoot::ACCEPTED
+            ))
+        })?,
+    };
+    let chroot = match cli.chroot.as_deref().filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => {
+            let p =
+                std::fs::canonicalize(d).map_err(|e| noent(format!("--chroot \"{d}\": {e}")))?;
+            if !p.is_dir() {
+                return Err(ConfigError {
+                    code: 20,
+                    msg: format!("--chroot \"{}\": not a directory", p.display()),
+                });
+            }
+            Some(p)
+        }
+    };
+    if pivot != PivotRoot::Off && chroot.is_none() {
+        return Err(inval(format!(
+            "--pivot-root={} cannot be used without --chroot: pivot_root needs the new root (give --chroot DIR, or --pivot-root=off)",
+            pivot.name()
+        )));
+    }
+    let mountpoints = match cli.mountpoints.as_deref().filter(|m| !m.is_empty()) {
+        None => None,
+        Some(list) => {
+            let mut v: Vec<PathBuf> = Vec::new();
+            for m in list.split(',') {
+                if m.is_empty() {
+                    v.clear();
+                } else {
+                    v.push(PathBuf::from(m));
+                }
+            }
+            // As in clsync, a list that ends up empty is the same as none.
+            (!v.is_empty()).then_some(v)
+        }
+    };
+    if pivot != PivotRoot::Off && mountpoints.is_some() {
+        crate::warning!(
+            "--mountpoints is set while --pivot-root is set, too: the mounts are detached before the pivot, which detaches the old root as a whole anyway"
+        );
+    }
+    Ok(RootSwitch {
+        chroot,
+        pivot,
+        mountpoints,
+    })
 }
 
 /// A start-up error: the message names what is wrong; `code` is clsync's exit code for it
@@ -832,6 +951,7 @@ impl Config {
         }
         compat_noops(cli);
         permitted_hook_files(cli)?;
+        let root_switch = root_switch(cli)?;
         let cfg = Config {
             watch_dir,
             destination,
@@ -892,6 +1012,7 @@ impl Config {
             skip_initialsync: cli.skip_initialsync,
             max_iterations: cli.max_iterations,
             splitting,
+            root_switch,
         };
         if cfg.have_recursive_sync && !cfg.mode.is_so() {
             let p = crate::privsep::policy::ExecPolicy::from_config(&cfg);
@@ -1044,6 +1165,31 @@ impl Config {
                 }
             },
         );
+        let rs = &self.root_switch;
+        kv(
+            "chroot",
+            match &rs.chroot {
+                Some(d) => format!(
+                    "{} (pivot-root {}; own mount namespace)",
+                    d.display(),
+                    rs.pivot.name()
+                ),
+                None => "off".to_string(),
+            },
+        );
+        kv(
+            "mountpoints",
+            match &rs.mountpoints {
+                Some(m) => format!(
+                    "{} kept (/ and /proc always), every other mount detached in the daemon's mount namespace",
+                    m.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                None => "off".to_string(),
+            },
+        );
         kv(
             "dump-dir",
             match (&self.dump_dir, &self.dump_off) {
@@ -1065,6 +1211,66 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("clsync").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn pivot_root_words_as_clsync_and_empty_is_off() {
+        for (v, want) in [
+            ("", PivotRoot::Off),
+            ("off", PivotRoot::Off),
+            ("direct", PivotRoot::Direct),
+            ("auto", PivotRoot::Auto),
+            ("auto-ro", PivotRoot::AutoRo),
+        ] {
+            assert_eq!(PivotRoot::parse(v), Some(want), "{v}");
+        }
+        for v in ["1", "ro", "Auto", "auto_ro", "on"] {
+            assert_eq!(PivotRoot::parse(v), None, "{v:?}");
+        }
+        let e = root_switch(&cli(&["--pivot-root", "sideways"])).unwrap_err();
+        assert_eq!(e.code, 22);
+        assert!(e.msg.contains("off, direct, auto, auto-ro"), "{}", e.msg);
+    }
+
+    #[test]
+    fn pivot_root_without_chroot_is_einval_and_off_or_empty_chroot_is_fine() {
+        let e = root_switch(&cli(&["--pivot-root", "auto"])).unwrap_err();
+        assert_eq!(e.code, 22);
+        assert!(e.msg.contains("--pivot-root=auto") && e.msg.contains("--chroot"));
+        let e = root_switch(&cli(&["--chroot", "", "--pivot-root", "direct"])).unwrap_err();
+        assert_eq!(e.code, 22, "an empty --chroot unsets it");
+        let rs = root_switch(&cli(&["--pivot-root", "off"])).unwrap();
+        assert!(!rs.active());
+        let rs = root_switch(&cli(&["--chroot", "/", "--pivot-root", ""])).unwrap();
+        assert_eq!(rs.chroot.as_deref(), Some(Path::new("/")));
+        assert_eq!(rs.pivot, PivotRoot::Off);
+        let e = root_switch(&cli(&["--chroot", "/nonexistent-clsync-chroot"])).unwrap_err();
+        assert_eq!(e.code, 2);
+    }
+
+    #[test]
+    fn mountpoints_list_resets_on_empty_element_and_empty_is_unset() {
+        let m = |v: &str| {
+            root_switch(&cli(&["--mountpoints", v]))
+                .unwrap()
+                .mountpoints
+        };
+        assert_eq!(
+            m("/a,/b"),
+            Some(vec![PathBuf::from("/a"), PathBuf::from("/b")])
+        );
+        assert_eq!(m("/a,,/b"), Some(vec![PathBuf::from("/b")]));
+        assert_eq!(m(""), None);
+        assert_eq!(
+            m("/a,"),
+            None,
+            "a list that ends empty is unset (as clsync)"
+        );
+    }
 
     #[test]
     fn splitting_in_words_and_numbers() {

@@ -120,14 +120,17 @@ fn a_clsync_option_this_build_lacks_is_an_error_not_ignored() {
     fs::write(
         &conf,
         format!(
-            "[default]\nwatch-dir = {}\nmode = shell\nchroot = /srv/jail\n",
+            "[default]\nwatch-dir = {}\nmode = shell\ncustom-signals = 10:fast\n",
             s.src().display()
         ),
     )
     .unwrap();
     let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-S", "/bin/true"]);
     assert_eq!(code, 22);
-    assert!(err.contains("\"chroot\" is not implemented"), "{err}");
+    assert!(
+        err.contains("\"custom-signals\" is not implemented"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -212,6 +212,7 @@ fn prepare(s: &HelperSetup) -> Result<SignalFd, String> {
         s.janitor_write.as_raw_fd(),
     ];
     keep.extend(crate::log::syslog_fd());
+    keep.extend(s.cgroups.iter().flat_map(DaemonCgroups::fds));
     sys::close_all_except(&keep).map_err(|e| format!("closing inherited fds: {e}"))?;
     caps::helper_drop(s.helper_uid, s.helper_gid, &s.policy.caps).map_err(|e| e.to_string())?;
     caps::set_pdeathsig(Signal::SIGTERM).map_err(|e| e.to_string())?;

@@ -39,6 +39,7 @@ pub fn run(s: JanitorSetup) -> ! {
     let mut keep = vec![s.wait.as_raw_fd()];
     keep.extend(s.done.as_ref().map(|d| d.as_raw_fd()));
     keep.extend(crate::log::syslog_fd());
+    keep.extend(s.cgroups.iter().flat_map(DaemonCgroups::fds));
     let _ = sys::close_all_except(&keep);
     if let Err(e) = confine() {
         crate::warning!("janitor: {e}");

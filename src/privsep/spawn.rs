@@ -20,7 +20,7 @@ use crate::privsep::helper::{self, HelperSetup, ListsDir};
 use crate::privsep::policy::ExecPolicy;
 use crate::privsep::protocol::{self, Channel};
 use crate::sandbox::cgroup::{DaemonCgroups, Limits};
-use crate::sandbox::{caps, identity, landlock, namespaces, seccomp, Layer, WorkerLayers};
+use crate::sandbox::{caps, identity, landlock, namespaces, rootfs, seccomp, Layer, WorkerLayers};
 use crate::sys;
 use crate::testhooks::TestHooks;
 use crate::worker::{self, Worker, WorkerSetup};
@@ -68,6 +68,60 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             }
         }
     }
+    // systemd's notification socket, connected now: the worker cannot connect later, and after
+    // --chroot the host's socket path may not be reachable.
+    let notify = crate::notify::Notifier::from_env();
+    let (cgroups, warnings) = match DaemonCgroups::create(
+        &cfg.cgroup_name
+            .clone()
+            .unwrap_or_else(|| format!("clsync-{}", sys::getpid())),
+        WORKER_LIMITS,
+        HANDLER_LIMITS,
+    ) {
+        Ok((cg, w)) => (Some(cg), w),
+        Err(e) => (
+            None,
+            vec![format!(
+                "cannot create the daemon's cgroups, running without pids/memory limits: {e}"
+            )],
+        ),
+    };
+    for w in warnings {
+        crate::warning!("{w}");
+    }
+    if let Some(cg) = &cgroups {
+        if cfg.helper_uid != 0 {
+            cg.chown(cfg.helper_uid, cfg.helper_gid).map_err(|e| {
+                fail(
+                    1,
+                    format!("cannot hand the cgroups to --privileged-uid: {e}"),
+                )
+            })?;
+        }
+    }
+    // With --chroot/--mountpoints the hierarchies may be out of reach after the switch: the
+    // groups are created now and reached through descriptors from then on.
+    let mut cgroups = cgroups;
+    if cfg.root_switch.active() {
+        if let Some(cg) = cgroups.as_mut() {
+            cg.anchor()
+                .map_err(|e| fail(1, format!("cannot keep hold of the daemon's cgroups: {e}")))?;
+        }
+    }
+    // --chroot/--pivot-root/--mountpoints: from here on every path (pid file, status file,
+    // control socket, lists dir, dump dir, rules reloads, hooks, handler) is inside the new root.
+    if cfg.root_switch.active() {
+        rootfs::enter(&cfg.root_switch).map_err(|e| fail(e.code, e.msg))?;
+        if let Some(dir) = &cfg.root_switch.chroot {
+            rootfs::check_inside(
+                dir,
+                &cfg.watch_dir,
+                &cfg.handler,
+                &[&cfg.pre_exit_hook, &cfg.exit_hook],
+            )
+            .map_err(|e| fail(e.code, e.msg))?;
+        }
+    }
     if let Some(p) = &cfg.pid_file {
         write_new(p, format!("{}", sys::getpid()).as_bytes())
             .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;
@@ -76,8 +130,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         Some(p) => Some(control_socket(&cfg, p)?),
         None => None,
     };
-    // systemd's notification socket, connected now: the worker cannot connect later.
-    let notify = crate::notify::Notifier::from_env();
     let status = match &cfg.status_file {
         Some(p) => Some(write_new(p, b"starting").map_err(|e| {
             fail(
@@ -115,34 +167,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .chain(cfg.socket.iter())
         .cloned()
         .collect();
-    let (cgroups, warnings) = match DaemonCgroups::create(
-        &cfg.cgroup_name
-            .clone()
-            .unwrap_or_else(|| format!("clsync-{}", sys::getpid())),
-        WORKER_LIMITS,
-        HANDLER_LIMITS,
-    ) {
-        Ok((cg, w)) => (Some(cg), w),
-        Err(e) => (
-            None,
-            vec![format!(
-                "cannot create the daemon's cgroups, running without pids/memory limits: {e}"
-            )],
-        ),
-    };
-    for w in warnings {
-        crate::warning!("{w}");
-    }
-    if let Some(cg) = &cgroups {
-        if cfg.helper_uid != 0 {
-            cg.chown(cfg.helper_uid, cfg.helper_gid).map_err(|e| {
-                fail(
-                    1,
-                    format!("cannot hand the cgroups to --privileged-uid: {e}"),
-                )
-            })?;
-        }
-    }
     let policy = ExecPolicy::from_config(&cfg);
     let (janitor_read, janitor_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
@@ -422,9 +446,24 @@ fn lists_dir(cfg: &Config) -> Result<ListsDir, StartError> {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp"));
             let p = nix::unistd::mkdtemp(&tmp.join("clsync-XXXXXX")).map_err(|e| {
+                let inside = cfg
+                    .root_switch
+                    .chroot
+                    .as_ref()
+                    .map(|d| {
+                        format!(
+                            " (inside --chroot {}: it must have a writable {})",
+                            d.display(),
+                            tmp.display()
+                        )
+                    })
+                    .unwrap_or_default();
                 fail(
                     2,
-                    format!("cannot create a lists dir under {}: {e}", tmp.display()),
+                    format!(
+                        "cannot create a lists dir under {}{inside}: {e}",
+                        tmp.display()
+                    ),
                 )
             })?;
             (p, true)

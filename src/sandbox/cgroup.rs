@@ -38,6 +38,8 @@ pub struct Limits {
 struct Hier {
     /// `None` for cgroup2, else the v1 controllers we use in it (`pids`, `memory`).
     v1_controllers: Option<Vec<String>>,
+    /// The hierarchy's mount point (the prefix of `current` and `base`).
+    mount: PathBuf,
     /// `<mount point>/<current group>`.
     current: PathBuf,
     /// `<current>/<name>`.
@@ -70,6 +72,9 @@ pub struct DaemonCgroups {
     /// Directories created so far, in creation order (removal goes in reverse).
     created: Vec<PathBuf>,
     armed: bool,
+    /// After [`DaemonCgroups::anchor`]: an O_PATH descriptor of every hierarchy's mount point,
+    /// through which all the paths above go (`/proc/self/fd/N/...`).
+    anchors: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A mounted cgroup hierarchy from `/proc/self/mountinfo`.
@@ -81,7 +86,7 @@ struct Mount {
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -230,6 +235,7 @@ impl DaemonCgroups {
             handlers_procs: Vec::new(),
             created: Vec::new(),
             armed: true,
+            anchors: Vec::new(),
         };
         let v1_has = |c: &str| {
             mounts
@@ -276,6 +282,7 @@ impl DaemonCgroups {
             }
             let h = Hier {
                 v1_controllers,
+                mount: m.mount_point.clone(),
                 current,
                 base,
             };
@@ -485,6 +492,59 @@ impl DaemonCgroups {
             }
         }
         failures
+    }
+
+    /// Makes the groups reachable whatever happens to the mount table or the root afterwards
+    /// (--chroot, --pivot-root, --mountpoints): opens every hierarchy's mount point (O_PATH) and
+    /// rewrites every path to go through `/proc/self/fd/N`. The descriptors are close-on-exec;
+    /// a process that keeps using the groups must keep [`DaemonCgroups::fds`] open (same numbers
+    /// after fork) and have a procfs on /proc.
+    pub fn anchor(&mut self) -> Result<()> {
+        use nix::fcntl::{open, OFlag};
+        use std::os::fd::AsRawFd;
+        let mut rewritten: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for h in &mut self.hiers {
+            let fd = open(
+                &h.mount,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| SandboxError::sys(format!("opening {}", h.mount.display()), e))?;
+            let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            let re = |p: &Path| match p.strip_prefix(&h.mount) {
+                Ok(rel) => via.join(rel),
+                Err(_) => p.to_path_buf(),
+            };
+            h.current = re(&h.current);
+            h.base = re(&h.base);
+            rewritten.push((h.mount.clone(), via.clone()));
+            h.mount = via;
+            self.anchors.push(fd);
+        }
+        // Longest mount point first: a v2 mount below a v1 one must not match the v1 prefix.
+        rewritten.sort_by_key(|(m, _)| std::cmp::Reverse(m.as_os_str().len()));
+        for c in &mut self.created {
+            if let Some((m, via)) = rewritten.iter().find(|(m, _)| c.starts_with(m)) {
+                let rel = c.strip_prefix(m).unwrap_or(Path::new("")).to_path_buf();
+                *c = via.join(rel);
+            }
+        }
+        for p in &mut self.handlers_procs {
+            let old = PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes()));
+            if let Some((m, via)) = rewritten.iter().find(|(m, _)| old.starts_with(m)) {
+                let new = via.join(old.strip_prefix(m).unwrap_or(Path::new("")));
+                *p = CString::new(new.as_os_str().as_bytes()).map_err(|_| {
+                    SandboxError::Cgroup(format!("path with NUL byte: {}", new.display()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptors [`DaemonCgroups::anchor`] opened (empty if it was not called).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.anchors.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// Keep the groups when this copy is dropped (the other process after fork owns them).

@@ -29,6 +29,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod landlock;
 pub mod namespaces;
+pub mod rootfs;
 pub mod seccomp;
 
 #[cfg(test)]
