@@ -6,7 +6,8 @@
 //! Keyfile (GLib GKeyFile, as clsync reads it): `[block]` lines, `key = value` lines (spaces
 //! around `=` ignored, the value taken raw), `#` comments. Inheritance only through an explicit
 //! `config-block-inherits = NAME`. Unknown keys are ignored with a warning, as clsync ignores
-//! them. A cycle of inheritance is an error (clsync 0.4.5 hangs).
+//! them; a missing block configures nothing and a repeated key's last value wins, as in clsync.
+//! A cycle of inheritance is an error (clsync 0.4.5 hangs).
 //!
 //! TOML: `[block]` tables with the same keys; values are strings, integers, booleans, or arrays
 //! (joined with commas; for the `--` key, the handler arguments one per element). Unknown keys
@@ -117,17 +118,21 @@ pub fn parse_keyfile(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
             ));
         };
         let key = k.trim().to_string();
+        let value = Value::Text(v.trim().to_string());
         let entries = blocks.entry(block.clone()).or_default();
-        if entries.iter().any(|(e, _)| *e == key) {
-            return Err(err(
-                path,
-                format!(
-                    "line {}: key {key:?} repeated in block [{block}] (use a comma list)",
+        // A repeated key (also in a repeated [block]): the last one wins, as in GKeyFile; values
+        // never accumulate (lists are comma lists).
+        match entries.iter_mut().find(|(e, _)| *e == key) {
+            Some(e) => {
+                crate::warning!(
+                    "{}: line {}: key {key:?} repeated in block [{block}]: the last one is used",
+                    path.display(),
                     i + 1
-                ),
-            ));
+                );
+                e.1 = value;
+            }
+            None => entries.push((key, value)),
         }
-        entries.push((key, Value::Text(v.trim().to_string())));
     }
     Ok(ConfFile {
         path: path.to_path_buf(),
@@ -216,11 +221,15 @@ impl ConfFile {
                 ));
             }
             let Some(entries) = self.blocks.get(&n) else {
-                if first && n == "default" {
-                    // No [default] block: nothing configured (clsync reads such a file fine).
-                    return Ok(out);
+                // A missing block (the -K block, or a parent) configures nothing; clsync reads
+                // such a file fine.
+                if !(first && n == "default") {
+                    crate::warning!(
+                        "{}: no block [{n}]: nothing read from it",
+                        self.path.display()
+                    );
                 }
-                return Err(err(&self.path, format!("no block [{n}]")));
+                return Ok(out);
             };
             chain.push(n.clone());
             for (k, v) in entries {
@@ -318,15 +327,13 @@ mod tests {
     }
 
     #[test]
-    fn cycles_and_missing_blocks_are_errors_not_hangs() {
+    fn cycles_are_errors_not_hangs_and_missing_blocks_configure_nothing() {
         let f = kf("[a]\nconfig-block-inherits=b\n[b]\nconfig-block-inherits=a\n");
         let e = f.resolve("a", None).unwrap_err();
         assert!(e.msg.contains("cycle: a -> b -> a"), "{e}");
-        assert!(f
-            .resolve("nope", None)
-            .unwrap_err()
-            .msg
-            .contains("no block [nope]"));
+        assert!(f.resolve("nope", None).unwrap().is_empty());
+        let f = kf("[a]\nlabel=a\nconfig-block-inherits=gone\n");
+        assert_eq!(f.resolve("a", None).unwrap().len(), 1);
         assert!(kf("").resolve("default", None).unwrap().is_empty());
     }
 
@@ -334,8 +341,15 @@ mod tests {
     fn keyfile_errors_name_the_line() {
         let e = parse_keyfile(Path::new("t"), "[a]\nnonsense\n").unwrap_err();
         assert!(e.msg.contains("line 2"), "{e}");
-        let e = parse_keyfile(Path::new("t"), "[a]\nx=1\nx=2\n").unwrap_err();
-        assert!(e.msg.contains("repeated"), "{e}");
+        // A repeated key, also across a repeated block: the last value (GKeyFile).
+        let f = parse_keyfile(Path::new("t"), "[a]\nx=1\ny=0\n[b]\n[a]\nx=2\n").unwrap();
+        assert_eq!(
+            f.resolve("a", None).unwrap(),
+            [
+                ("x".to_string(), Value::Text("2".into())),
+                ("y".to_string(), Value::Text("0".into()))
+            ]
+        );
     }
 
     #[test]
