@@ -6,7 +6,9 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum Threading {
+    // `--threading=` is off, as in clsync (an empty word is its value 0).
     #[default]
+    #[value(alias = "")]
     Off,
     Safe,
     Full,
@@ -14,6 +16,8 @@ pub enum Threading {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputArg {
+    // `--output=` is stderr, as in clsync (an empty word is its value 0).
+    #[value(alias = "")]
     Stderr,
     Stdout,
     Syslog,
@@ -32,8 +36,12 @@ pub enum ModeArg {
 
 /// clsync's numbers are strtol(…, 0): decimal, 0x hex, leading-0 octal, surrounding blanks, an
 /// optional `+` before the number (and its base prefix); nothing after the prefix but digits.
+/// An empty (or blank) value is 0, as strtol reads it (`--retries=`, `--background=`).
 pub fn parse_num(s: &str) -> Result<u64, String> {
     let t = s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    if t.is_empty() {
+        return Ok(0);
+    }
     let t = t.strip_prefix('+').unwrap_or(t);
     let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         (h, 16)
@@ -563,7 +571,8 @@ pub fn parse_with_config(
     let argv = clsync_argv(&cmd, argv)?;
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
-    let file = match cli.config_file.as_deref() {
+    // `-H ''` is not given: the search list is read (as clsync).
+    let file = match cli.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some("/NULL/") => None,
         Some(p) => match confile::load(std::path::Path::new(p)) {
             Ok(f) => Some(f),
@@ -628,6 +637,13 @@ pub fn parse_with_config(
                 continue;
             }
             "config-file" | "config-block" | "config-block-inherits" => continue,
+            // As clsync: `version = 1` prints the version and exits (`help` the options).
+            "version" | "help" => {
+                if !matches!(text.trim(), "" | "0") {
+                    extra.push(format!("--{key}").into());
+                }
+                continue;
+            }
             _ => {}
         }
         let Some(arg) = cmd
@@ -811,12 +827,18 @@ fn clsync_argv(
                     }
                 }
             };
-            let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            // An empty level is 0, as strtol reads it.
+            let level = |v: &str| if v.is_empty() { "0" } else { v }.to_string();
+            let digits = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
             match (long.as_str(), value) {
-                ("debug", Some(v)) if digits(v) => out.push(format!("--debug-level={v}").into()),
-                ("verbose", Some(v)) if digits(v) => {
-                    out.push(format!("--verbose-level={v}").into())
+                ("debug", Some(v)) if digits(v) => {
+                    out.push(format!("--debug-level={}", level(v)).into())
                 }
+                ("verbose", Some(v)) if digits(v) => {
+                    out.push(format!("--verbose-level={}", level(v)).into())
+                }
+                // clsync prints its version for `--version=N` too.
+                ("version", Some(_)) => out.push("--version".into()),
                 (l, Some(v)) if is_flag(l) => flag_value(&mut out, l, &s, v)?,
                 (l, Some(v)) => out.push(format!("--{l}={v}").into()),
                 (l, None) => {
@@ -859,8 +881,8 @@ fn clsync_argv(
 
 /// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),
 /// `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name expands to nothing and
-/// an unterminated `%` ends the value (as clsync 0.4.5). Handler arguments are not expanded here
-/// (see handler::template).
+/// an unterminated `%` ends the value, but a value that expands to nothing at all is kept as
+/// written (as clsync 0.4.5). Handler arguments are not expanded here (see handler::template).
 fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
     let lookup = |name: &str| -> Option<String> {
         if name == "PID" {
@@ -895,7 +917,10 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
             rest = &after[j + 1..];
         }
         out.push_str(rest);
-        *v = out;
+        // When nothing at all was emitted (`%unset%`), clsync keeps the value as written.
+        if !out.is_empty() {
+            *v = out;
+        }
     };
     for field in [
         &mut cli.watch_dir,
@@ -1040,16 +1065,9 @@ mod tests {
         assert_eq!(parse_num("010"), Ok(8));
         assert_eq!(parse_num("0"), Ok(0));
         assert_eq!(parse_num("18446744073709551615"), Ok(u64::MAX));
-        for bad in [
-            "",
-            " ",
-            "0x",
-            "08",
-            "1e3",
-            "18446744073709551616",
-            "-1",
-            "1 2",
-        ] {
+        assert_eq!(parse_num(""), Ok(0), "strtol reads nothing as 0");
+        assert_eq!(parse_num(" \t"), Ok(0));
+        for bad in ["0x", "08", "1e3", "18446744073709551616", "-1", "1 2"] {
             assert!(parse_num(bad).is_err(), "{bad:?}");
         }
     }

@@ -32,7 +32,8 @@ impl Splitting {
         match v {
             "off" | "0" => Some(Splitting::Off),
             "thread" | "1" => Some(Splitting::Thread),
-            "process" | "2" => Some(Splitting::Process),
+            // Empty: the default (clsync reads it as its default, 0; here the default is process).
+            "process" | "2" | "" => Some(Splitting::Process),
             _ => None,
         }
     }
@@ -391,7 +392,8 @@ impl Config {
             }
         }
         match cli.monitor.as_str() {
-            "inotify" => {}
+            // Empty: unset, the default (as clsync).
+            "inotify" | "" => {}
             "gio" | "kqueue" | "bsm" | "bsd" | "dtracepipe" => {
                 return Err(inval(format!(
                 "--monitor={}: not available on Linux in clsync-rs; inotify is the monitor here",
@@ -413,7 +415,8 @@ impl Config {
             }
             other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
         }
-        if let Some(c) = &cli.preserve_capabilities {
+        // Empty: not given, the four (clsync: none; here the helper needs all four).
+        if let Some(c) = cli.preserve_capabilities.as_ref().filter(|c| !c.is_empty()) {
             let want = scaps::parse_cap_list(c).map_err(|e| inval(format!("-C: {e}")))?;
             if let Some(x) = want.iter().find(|c| !scaps::HELPER_CAPS.contains(c)) {
                 return Err(inval(format!(
@@ -441,6 +444,13 @@ impl Config {
                 ),
                 other => return Err(inval(format!("--inherit-capabilities={other}: unknown value"))),
             }
+        }
+        // clsync's chdir(NULL) fails first (EFAULT), whatever else is missing.
+        if cli.watch_dir.is_none() {
+            return Err(ConfigError {
+                code: 14,
+                msg: "--watch-dir (-W) is required".to_string(),
+            });
         }
         let mode = match cli.mode {
             None => return Err(inval(
@@ -559,6 +569,11 @@ impl Config {
         };
         let rules = match &cli.rules_file {
             None => Rules::default(),
+            Some(f) if f.is_empty() => {
+                // As clsync: an error line, and no rules.
+                crate::error!("--rules-file is empty: running without rules");
+                Rules::default()
+            }
             Some(f) => {
                 let text =
                     std::fs::read(f).map_err(|e| noent(format!("rules file \"{f}\": {e}")))?;
@@ -577,7 +592,9 @@ impl Config {
         let id =
             |spec: &Option<String>, def: u32, user: bool, opt: &str| -> Result<u32, ConfigError> {
                 match spec {
+                    // Empty: the default (clsync reads it as 0, root; here never by accident).
                     None => Ok(def),
+                    Some(s) if s.is_empty() => Ok(def),
                     Some(s) => if user {
                         identity::resolve_uid(s)
                     } else {
@@ -615,6 +632,7 @@ impl Config {
 
         let lists_dir = match &cli.lists_dir {
             None => None,
+            Some(l) if l.is_empty() => return Err(noent("--lists-dir: empty path")),
             Some(l) => {
                 let p = PathBuf::from(l);
                 let abs = if p.is_absolute() {
@@ -695,6 +713,8 @@ impl Config {
         // watching / or /tmp), dumps are off rather than the start refused, since the
         // administrator did not choose it; an explicit --dump-dir inside the tree is refused.
         let (dump_dir, dump_off) = match &cli.dump_dir {
+            // clsync fails only when a dump is asked for; so do dumps here.
+            Some(d) if d.is_empty() => (None, Some("--dump-dir is empty".to_string())),
             Some(d) => (Some(outside_tree(&watch_dir, "dump-dir", d)?), None),
             None => {
                 let d = format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cli.label);
@@ -843,6 +863,7 @@ impl Config {
             rules_file: cli
                 .rules_file
                 .as_ref()
+                .filter(|f| !f.is_empty())
                 .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
             rules_options,
             timeout_sync: cli.timeout_sync,
@@ -1075,10 +1096,12 @@ mod tests {
             ("1", Splitting::Thread),
             ("process", Splitting::Process),
             ("2", Splitting::Process),
+            // Empty is the default, never off.
+            ("", Splitting::Process),
         ] {
             assert_eq!(Splitting::parse(v), Some(want), "{v}");
         }
-        for v in ["", "3", "-1", "Process", "OFF", "02", "threads", "none"] {
+        for v in ["3", "-1", "Process", "OFF", "02", "threads", "none"] {
             assert_eq!(Splitting::parse(v), None, "{v:?}");
         }
         assert_eq!(Splitting::Thread.effective(), Splitting::Process);
