@@ -790,6 +790,12 @@ impl Config {
                 }
             }
         }
+        if cli.check_execvp_arguments && mode == Mode::Direct {
+            // As clsync refuses it (its check would reject direct's path arguments).
+            return Err(inval(
+                "--check-execvp-arguments cannot be used with --mode=direct",
+            ));
+        }
         if cli.synclist_simplify && (mode.is_rsync() || cli.lists_dir.is_none()) {
             return Err(inval(
                 "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
