@@ -571,6 +571,8 @@ pub fn parse_with_config(
     let argv = clsync_argv(&cmd, argv)?;
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
+    let mut expander = Expander::new(&cmd);
+    let cli_values = expander.command_line(&cmd, &matches);
     // `-H ''` is not given: the search list is read (as clsync).
     let file = match cli.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some("/NULL/") => None,
@@ -595,7 +597,7 @@ pub fn parse_with_config(
     };
     let Some(file) = file else {
         let mut cli = cli;
-        expand_options(&mut cli, &cmd, &matches);
+        apply_expanded(&mut cli, &cli_values);
         return Ok(Ok(cli));
     };
     let block = cli
@@ -615,6 +617,14 @@ pub fn parse_with_config(
         vec![argv.first().cloned().unwrap_or_else(|| "clsync".into())];
     let mut positional: Vec<String> = Vec::new();
     let mut initial_args: Option<String> = None;
+    // In clsync's option-table order, which is the order their values are expanded in.
+    let mut keys = keys;
+    keys.sort_by_key(|(k, _)| {
+        CLSYNC_OPTIONS
+            .iter()
+            .position(|o| o == k)
+            .unwrap_or(CLSYNC_OPTIONS.len())
+    });
     for (key, value) in keys {
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -671,6 +681,7 @@ pub fn parse_with_config(
         if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
             continue;
         }
+        let text = expander.store(&key, &text);
         match arg.get_action() {
             ArgAction::SetTrue => {
                 if !matches!(text.trim(), "" | "0" | "false") {
@@ -694,7 +705,7 @@ pub fn parse_with_config(
     if merged.initialsync_args.is_none() {
         merged.initialsync_args = initial_args;
     }
-    expand_options(&mut merged, &cmd, &m);
+    apply_expanded(&mut merged, &cli_values);
     Ok(Ok(merged))
 }
 
@@ -879,25 +890,45 @@ fn clsync_argv(
     Ok(out)
 }
 
-/// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),
-/// `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name expands to nothing and
-/// an unterminated `%` ends the value, but a value that expands to nothing at all is kept as
-/// written (as clsync 0.4.5). Handler arguments are not expanded here (see handler::template).
-fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
-    let lookup = |name: &str| -> Option<String> {
-        if name == "PID" {
-            return Some(std::process::id().to_string());
-        }
-        let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
-        let mut raw = m.get_raw(arg.get_id().as_str())?;
-        raw.next_back().map(|v| v.to_string_lossy().into_owned())
-    };
-    let expand = |v: &mut String| {
+/// clsync's `%name%` in option values: the value of the option `name` (a long option name) as
+/// stored at that moment, `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name
+/// expands to nothing and an unterminated `%` ends the value, but a value that expands to nothing
+/// at all is kept as written. As in clsync 0.4.5, values are expanded as they are read: the
+/// command line's in argv order, then the configuration file's keys in clsync's option-table
+/// order ([`CLSYNC_OPTIONS`]), each seeing only what was stored before it (the label is
+/// `nolabel` from the start). Handler arguments are not expanded here (see handler::template).
+struct Expander {
+    /// The values stored so far (expanded), by long option name.
+    stored: std::collections::BTreeMap<String, String>,
+    /// Long option names this build knows (an unset one is warned about).
+    known: Vec<String>,
+}
+
+impl Expander {
+    fn new(cmd: &clap::Command) -> Expander {
+        let known = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(str::to_string)
+            .collect();
+        let mut stored = std::collections::BTreeMap::new();
+        stored.insert("label".to_string(), "nolabel".to_string());
+        Expander { stored, known }
+    }
+
+    /// Expands `v` against the values stored so far and stores the result as `name`'s value.
+    fn store(&mut self, name: &str, v: &str) -> String {
+        let e = self.expand(v);
+        self.stored.insert(name.to_string(), e.clone());
+        e
+    }
+
+    fn expand(&self, v: &str) -> String {
         if !v.contains('%') {
-            return;
+            return v.to_string();
         }
         let mut out = String::new();
-        let mut rest = v.as_str();
+        let mut rest = v;
         while let Some(i) = rest.find('%') {
             out.push_str(&rest[..i]);
             let after = &rest[i + 1..];
@@ -909,40 +940,88 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
             let name = &after[..j];
             if name.is_empty() {
                 out.push('%');
-            } else if let Some(val) = lookup(name) {
-                out.push_str(&val);
-            } else if cmd.get_arguments().any(|a| a.get_long() == Some(name)) {
+            } else if name == "PID" {
+                out.push_str(&std::process::id().to_string());
+            } else if let Some(val) = self.stored.get(name) {
+                out.push_str(val);
+            } else if self.known.iter().any(|k| k == name) {
                 crate::warning!("variable \"{name}\" is not set");
             }
             rest = &after[j + 1..];
         }
         out.push_str(rest);
         // When nothing at all was emitted (`%unset%`), clsync keeps the value as written.
-        if !out.is_empty() {
-            *v = out;
+        if out.is_empty() {
+            v.to_string()
+        } else {
+            out
         }
-    };
-    for field in [
-        &mut cli.watch_dir,
-        &mut cli.destination_dir,
-        &mut cli.sync_handler,
-        &mut cli.rules_file,
-        &mut cli.lists_dir,
-        &mut cli.pid_file,
-        &mut cli.status_file,
-        &mut cli.dump_dir,
-        &mut cli.exit_hook,
-        &mut cli.pre_exit_hook,
-        &mut cli.cgroup_group_name,
-        &mut cli.standby_file,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        expand(field);
     }
-    expand(&mut cli.label);
-    expand(&mut cli.syslog_ident);
+
+    /// Stores the command line's option values in argv order; returns each option's last
+    /// (expanded) value by long name.
+    fn command_line(
+        &mut self,
+        cmd: &clap::Command,
+        m: &clap::ArgMatches,
+    ) -> std::collections::BTreeMap<String, String> {
+        use clap::parser::ValueSource;
+        let mut given: Vec<(usize, &str, String)> = Vec::new();
+        for a in cmd.get_arguments() {
+            let (Some(long), false, true) =
+                (a.get_long(), a.is_hide_set(), a.get_action().takes_values())
+            else {
+                continue;
+            };
+            let id = a.get_id().as_str();
+            if m.value_source(id) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let (Some(at), Some(raw)) = (m.indices_of(id), m.get_raw(id)) else {
+                continue;
+            };
+            for (i, v) in at.zip(raw) {
+                given.push((i, long, v.to_string_lossy().into_owned()));
+            }
+        }
+        given.sort_by_key(|g| g.0);
+        let mut last = std::collections::BTreeMap::new();
+        for (_, long, v) in given {
+            let e = self.store(long, &v);
+            last.insert(long.to_string(), e);
+        }
+        last
+    }
+}
+
+/// Puts the expanded command-line values (see [`Expander::command_line`]) into `cli`.
+fn apply_expanded(cli: &mut Cli, values: &std::collections::BTreeMap<String, String>) {
+    for (name, field) in [
+        ("watch-dir", &mut cli.watch_dir),
+        ("destination-dir", &mut cli.destination_dir),
+        ("sync-handler", &mut cli.sync_handler),
+        ("rules-file", &mut cli.rules_file),
+        ("lists-dir", &mut cli.lists_dir),
+        ("pid-file", &mut cli.pid_file),
+        ("status-file", &mut cli.status_file),
+        ("dump-dir", &mut cli.dump_dir),
+        ("exit-hook", &mut cli.exit_hook),
+        ("pre-exit-hook", &mut cli.pre_exit_hook),
+        ("cgroup-group-name", &mut cli.cgroup_group_name),
+        ("standby-file", &mut cli.standby_file),
+    ] {
+        if let Some(v) = values.get(name) {
+            *field = Some(v.clone());
+        }
+    }
+    for (name, field) in [
+        ("label", &mut cli.label),
+        ("syslog-ident", &mut cli.syslog_ident),
+    ] {
+        if let Some(v) = values.get(name) {
+            v.clone_into(field);
+        }
+    }
 }
 
 #[cfg(test)]

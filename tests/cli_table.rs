@@ -345,6 +345,58 @@ fn command_lines_behave_like_clsync_0_4_5() {
             .argv(&["synclist", "%a%%b%", "<list>"]),
         row("expand-truncated", base!("--label=100%"), 0).argv(&["synclist", "100", "<list>"]),
         row("expand-percent", base!("--label=a%%b"), 0).argv(&["synclist", "a%b", "<list>"]),
+        // Values are expanded as they are read: only what was given before counts (the label
+        // is nolabel from the start; defaults and flags are not stored values).
+        row("expand-default-number", base!("--label=x%delay-sync%y"), 0)
+            .argv(&["synclist", "xy", "<list>"]),
+        row("expand-flag", base!("--label=x%only-initialsync%y"), 0)
+            .argv(&["synclist", "xy", "<list>"]),
+        row(
+            "expand-given-later",
+            base!("--label=x%output%y", "-Ystderr"),
+            0,
+        )
+        .argv(&["synclist", "xy", "<list>"]),
+        row(
+            "expand-given-earlier",
+            base!("-Ystderr", "--label=x%output%y"),
+            0,
+        )
+        .argv(&["synclist", "xstderry", "<list>"]),
+        // -S sees the label of its time: nolabel, so @ROOT@/nolabel.sh, which does not exist.
+        row(
+            "expand-label-after-handler",
+            &[
+                "-Mshell",
+                "-W",
+                "@SRC@",
+                "-S",
+                "@ROOT@/%label%.sh",
+                "-l",
+                "handler",
+                "-H",
+                "/NULL/",
+                "--only-initialsync",
+            ],
+            2,
+        ),
+        row(
+            "expand-label-before-handler",
+            &[
+                "-Mshell",
+                "-W",
+                "@SRC@",
+                "-l",
+                "handler",
+                "-S",
+                "@ROOT@/%label%.sh",
+                "-H",
+                "/NULL/",
+                "--only-initialsync",
+            ],
+            0,
+        )
+        .argv(&["synclist", "handler", "<list>"]),
         // Positional arguments, before and after --, and '' for the defaults.
         row("positional", base!("p1", "--", "p2", "%label%", "-W"), 0)
             .argv(&["p1", "p2", "nolabel", "-W"]),
@@ -426,6 +478,11 @@ fn command_lines_behave_like_clsync_0_4_5() {
         row("unknown-long", base!("--bogus"), 22),
         row("unknown-short", base!("-j"), 22),
         row("version", base!("-V"), 0),
+        row(
+            "check-execvp-direct",
+            base!("-Mdirect", "--check-execvp-arguments"),
+            22,
+        ),
         row("version-0", base!("--version=0"), 0),
         // Where clsync 0.4.5 crashes or hangs: our sane outcome only.
         row("ours-percent-percent-first", base!("--label=%%x"), 0)
@@ -440,6 +497,16 @@ fn command_lines_behave_like_clsync_0_4_5() {
             0,
         )
         .ours_only(),
+        // Documented differences (man clsync.1): a rules file that cannot be read stops the
+        // start (clsync runs without rules when a relative one does not resolve); a file the
+        // daemon writes may not lie in the watched tree (clsync writes src/pf).
+        row(
+            "ours-rules-file-missing",
+            base!("-R", "nonexistent-rules"),
+            2,
+        )
+        .ours_only(),
+        row("ours-pid-file-in-tree", base!("--pid-file=pf"), 22).ours_only(),
     ];
     check_table(&rows);
 }
@@ -531,6 +598,24 @@ fn keyfile_configs_behave_like_clsync_0_4_5() {
         row("mode-bad-in-file", &["-W", "@SRC@", "-S", "@H@", "-H", "@CONF@"], 22)
             .conf("[default]\nmode = bogus\n"),
         row("number-bad-in-file", run!(), 22).conf("[default]\ndelay-sync = abc\n"),
+        // Keys are expanded in clsync's option-table order (sync-handler before mode before
+        // label), after the command line.
+        row(
+            "expand-in-table-order-handler",
+            &["-Mshell", "-W", "@SRC@", "-H", "@CONF@", "--only-initialsync"],
+            2,
+        )
+        .conf("[default]\nlabel = handler\nsync-handler = @ROOT@/%label%.sh\n"),
+        row(
+            "expand-in-table-order-mode",
+            &["-W", "@SRC@", "-S", "@H@", "-H", "@CONF@", "--only-initialsync"],
+            0,
+        )
+        .conf("[default]\nlabel = x%mode%\nmode = shell\n")
+        .argv(&["synclist", "xshell", "<list>"]),
+        row("expand-cli-value-in-file", run!("-w", "7"), 0)
+            .conf("[default]\nlabel = %delay-sync%\n")
+            .argv(&["synclist", "7", "<list>"]),
         row("version-in-file", run!(), 0).conf("[default]\nversion = 1\n"),
         row("flag-0-in-file", &["-Mshell", "-W", "@SRC@", "-S", "@H@", "-H", "@CONF@"], 0)
             .conf("[default]\nexit-on-no-events = 0\nonly-initialsync = 1\n"),
