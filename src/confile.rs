@@ -77,6 +77,11 @@ pub fn search_list() -> Vec<PathBuf> {
 
 /// Reads and parses a file (`.toml` by extension, the keyfile format otherwise).
 pub fn load(path: &Path) -> Result<ConfFile, ConfError> {
+    // GKeyFile reads regular files only (`-H /dev/null` fails in clsync too).
+    let meta = std::fs::metadata(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(err(path, "not a regular file"));
+    }
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| err(path, "not UTF-8"))?;
     if path.extension().is_some_and(|e| e == "toml") {
@@ -101,6 +106,13 @@ pub fn parse_keyfile(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
                     format!("line {}: unterminated block name: {raw}", i + 1),
                 )
             })?;
+            // GKeyFile's group names: not empty, no brackets, no control characters.
+            if name.is_empty() || name.contains(['[', ']']) || name.contains(char::is_control) {
+                return Err(err(
+                    path,
+                    format!("line {}: invalid block name: {raw}", i + 1),
+                ));
+            }
             blocks.entry(name.to_string()).or_default();
             current = Some(name.to_string());
             continue;
@@ -118,7 +130,11 @@ pub fn parse_keyfile(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
             ));
         };
         let key = k.trim().to_string();
-        let value = Value::Text(v.trim().to_string());
+        if key.is_empty() {
+            return Err(err(path, format!("line {}: empty key: {raw}", i + 1)));
+        }
+        // As GKeyFile: blanks after `=` are dropped, trailing ones are part of the value.
+        let value = Value::Text(v.trim_start().to_string());
         let entries = blocks.entry(block.clone()).or_default();
         // A repeated key (also in a repeated [block]): the last one wins, as in GKeyFile; values
         // never accumulate (lists are comma lists).
@@ -335,6 +351,22 @@ mod tests {
         let f = kf("[a]\nlabel=a\nconfig-block-inherits=gone\n");
         assert_eq!(f.resolve("a", None).unwrap().len(), 1);
         assert!(kf("").resolve("default", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn keyfile_values_keep_trailing_blanks_and_names_are_checked_like_gkeyfile() {
+        let f = kf("[a]\r\n  x = \t v \t\r\n");
+        assert_eq!(
+            f.resolve("a", None).unwrap(),
+            [("x".to_string(), Value::Text("v \t".into()))]
+        );
+        for bad in ["[a]\n= v\n", "[]\n", "[a]b]\n", "x = 1\n[a]\n"] {
+            assert!(parse_keyfile(Path::new("t"), bad).is_err(), "{bad:?}");
+        }
+        assert!(load(Path::new("/dev/null"))
+            .unwrap_err()
+            .msg
+            .contains("not a regular file"));
     }
 
     #[test]

@@ -574,6 +574,23 @@ fn keyfile_configs_behave_like_clsync_0_4_5() {
             .argv(&["synclist", "x", "<list>"]),
         row("file-missing", &["-Mshell", "-W", "@SRC@", "-S", "@H@", "-H", "@ROOT@/nonexistent"], 255),
         row("file-broken", run!(), 255).conf("[default]\ngarbage line\n"),
+        row("file-empty-key", run!(), 255).conf("[default]\n= x\n"),
+        row("file-key-before-block", run!(), 255).conf("label = x\n[default]\n"),
+        row("file-empty-block-name", run!(), 255).conf("[]\nlabel = x\n"),
+        row("file-bracket-in-block-name", run!("-K", "de]fault"), 255)
+            .conf("[de]fault]\nlabel = x\n"),
+        row(
+            "file-not-regular",
+            &["-Mshell", "-W", "@SRC@", "-S", "@H@", "-H", "/dev/null", "--only-initialsync"],
+            255,
+        ),
+        row("file-empty", run!(), 0).conf("").argv(DEFAULT_ARGS),
+        // GKeyFile drops the blanks after `=` and keeps trailing ones; CRLF lines are read.
+        row("file-value-blanks", run!(), 0)
+            .conf("[default]\r\n  label = \t x \t\r\n")
+            .argv(&["synclist", "x \t", "<list>"]),
+        row("file-word-trailing-blank", &["-W", "@SRC@", "-S", "@H@", "-H", "@CONF@"], 22)
+            .conf("[default]\nmode = shell \n"),
         row("null-file", base!(), 0).conf("[default]\nlabel = x\n").argv(DEFAULT_ARGS),
         row("unknown-key", run!(), 0)
             .conf("[default]\nbogus-key = 1\nlabel = x\n")
