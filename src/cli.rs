@@ -278,6 +278,11 @@ pub struct Cli {
     #[arg(long = "initialsync-args", value_name = "ARGS", hide = true)]
     pub initialsync_args: Option<String>,
 
+    /// clsync's `--`: handler arguments as one string split on blanks (quotes group), repeatable;
+    /// `----=ARGS` on the command line (positional arguments replace them, as in clsync)
+    #[arg(long = "handler-args", value_name = "ARGS", hide = true, action = ArgAction::Append)]
+    pub handler_args_line: Vec<String>,
+
     /// Skip an event when none of these lstat fields changed since the path's last sync
     /// (dev,ino,mode,nlink,uid,gid,rdev,size,blksize,blocks,atime,mtime,ctime or *)
     #[arg(
@@ -597,6 +602,7 @@ pub fn parse_with_config(
     };
     let Some(file) = file else {
         let mut cli = cli;
+        handler_args_from_lines(&mut cli);
         apply_expanded(&mut cli, &cli_values);
         return Ok(Ok(cli));
     };
@@ -701,12 +707,26 @@ pub fn parse_with_config(
     extra.extend(argv.iter().skip(1).cloned());
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
     let mut merged = Cli::from_arg_matches(&m)?;
-    merged.handler_args.extend(positional);
+    // The file's `--` follows the command line's positional arguments, unless `----=` set them.
+    if merged.handler_args_line.is_empty() {
+        merged.handler_args.extend(positional);
+    }
+    handler_args_from_lines(&mut merged);
     if merged.initialsync_args.is_none() {
         merged.initialsync_args = initial_args;
     }
     apply_expanded(&mut merged, &cli_values);
     Ok(Ok(merged))
+}
+
+/// clsync's `----=ARGS` (see [`Cli::handler_args_line`]): split and appended in order, unless
+/// positional arguments were given, which replace them.
+fn handler_args_from_lines(cli: &mut Cli) {
+    if cli.handler_args.is_empty() {
+        for line in &cli.handler_args_line {
+            cli.handler_args.extend(crate::confile::split_args(line));
+        }
+    }
 }
 
 /// One argument as a word [`crate::confile::split_args`] gives back unchanged.
@@ -807,6 +827,10 @@ fn clsync_argv(
         }
         if let Some(v) = s.strip_prefix("-----=") {
             out.push(format!("--initialsync-args={v}").into());
+            continue;
+        }
+        if let Some(v) = s.strip_prefix("----=") {
+            out.push(format!("--handler-args={v}").into());
             continue;
         }
         if let Some(body) = s.strip_prefix("--") {

@@ -520,6 +520,11 @@ impl Config {
         let handler = match (cli.sync_handler.as_deref(), mode) {
             (Some(h), m) if m.is_so() => std::fs::canonicalize(h)
                 .map_err(|e| noent(format!("shared object \"{h}\": {e}")))?,
+            // A bare name that exists in the start directory is that file, as clsync resolves
+            // -S (realpath before the PATH lookup).
+            (Some(h), _) if !h.contains('/') && Path::new(h).is_file() => {
+                resolve_program(&format!("./{h}"))?
+            }
             (Some(h), _) => resolve_program(h)?,
             (None, Mode::RsyncDirect) => resolve_program("rsync")?,
             (None, Mode::Direct) => resolve_program("cp")?,

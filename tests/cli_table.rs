@@ -155,7 +155,7 @@ fn fill(text: &str, s: &Scratch) -> String {
         .replace("@ROOT@", &s.root().display().to_string())
 }
 
-/// Runs `row` with `program` in a fresh scratch tree.
+/// Runs `row` with `program` in a fresh scratch tree, from its root.
 fn run(row: &Row, program: &Path, tag: &str) -> Outcome {
     let s = Scratch::new(&format!("clitab-{}-{tag}", row.name));
     // clsync makes its list dir as nobody (its default --uid); TMPDIR is shared and sticky.
@@ -169,8 +169,10 @@ fn run(row: &Row, program: &Path, tag: &str) -> Outcome {
     if let Some(c) = row.conf {
         fs::write(s.path("conf"), fill(c, &s)).unwrap();
     }
-    let args: Vec<OsString> = row.args.iter().map(|a| fill(a, &s).into()).collect();
-    let mut d = Daemon::spawn(program, &s, &args, &[]);
+    // Started in the scratch root (env -C execs it there, so the pid stays), for relative paths.
+    let mut args: Vec<OsString> = vec!["-C".into(), s.root().into(), program.into()];
+    args.extend(row.args.iter().map(|a| fill(a, &s).into()));
+    let mut d = Daemon::spawn(Path::new("/usr/bin/env"), &s, &args, &[]);
     let exit = match d.wait_exit(Duration::from_secs(30)) {
         Some(st) => st.code().unwrap_or(-1),
         None => -1,
@@ -401,6 +403,32 @@ fn command_lines_behave_like_clsync_0_4_5() {
         row("positional", base!("p1", "--", "p2", "%label%", "-W"), 0)
             .argv(&["p1", "p2", "nolabel", "-W"]),
         row("positional-empty", base!(""), 0).argv(DEFAULT_ARGS),
+        // clsync's long options `--` and `---`: `----=ARGS` is split like the config key, and
+        // repeats append; positional arguments replace them.
+        row("double-dash-option", base!("----=a \"b c\" d", "----=e"), 0)
+            .argv(&["a", "b c", "d", "e"]),
+        row(
+            "double-dash-option-and-positional",
+            base!("----=a", "p1"),
+            0,
+        )
+        .argv(&["p1"]),
+        // Relative paths from the start directory; a bare -S name found there is that file.
+        row(
+            "relative-paths",
+            &[
+                "-Mshell",
+                "-W",
+                "src",
+                "-S",
+                "handler.sh",
+                "-H",
+                "/NULL/",
+                "--only-initialsync",
+            ],
+            0,
+        )
+        .argv(DEFAULT_ARGS),
         row(
             "options-after-double-dash",
             &["-Mshell", "--", "-W", "@SRC@", "-S", "@H@", "-H", "/NULL/"],
@@ -497,6 +525,15 @@ fn command_lines_behave_like_clsync_0_4_5() {
             0,
         )
         .ours_only(),
+        // clsync 0.4.5 appends its default initialsync set to a `-----=` set when no handler
+        // arguments are given (man clsync.1, --have-recursive-sync).
+        row(
+            "ours-initialsync-set-alone",
+            base!("--have-recursive-sync", "-----=a %label% b"),
+            0,
+        )
+        .argv(&["a", "nolabel", "b"])
+        .ours_only(),
         // Documented differences (man clsync.1): a rules file that cannot be read stops the
         // start (clsync runs without rules when a relative one does not resolve); a file the
         // daemon writes may not lie in the watched tree (clsync writes src/pf).
@@ -522,6 +559,9 @@ fn keyfile_configs_behave_like_clsync_0_4_5() {
         row("file-key-cli-wins", run!("-l", "cli"), 0)
             .conf("[default]\nlabel = fromfile\n")
             .argv(&["synclist", "cli", "<list>"]),
+        row("file-args-after-double-dash-option", run!("----=a"), 0)
+            .conf("[default]\n-- = c1 c2\n")
+            .argv(&["a"]),
         row("file-list-cli-wins", run!("-x", "24"), 23)
             .conf("[default]\nignore-exitcode = 23\n")
             .handler_exit(23),
