@@ -59,12 +59,19 @@ pub fn parse_num(s: &str) -> Result<u64, String> {
     r.ok_or_else(|| format!("argument \"{s}\" can't be parsed as a number"))
 }
 
+/// `-x`'s comma list as clsync reads it: decimal digits only (no blanks, signs or base
+/// prefixes), each element taken modulo 256 like the exit status it is compared with, and an
+/// empty element is 0, which clears the codes before it.
 fn parse_codes(s: &str) -> Result<Vec<i32>, String> {
     s.split(',')
-        .filter(|p| !p.is_empty())
         .map(|p| {
-            parse_num(p)
-                .and_then(|n| i32::try_from(n).map_err(|_| format!("exit code {p} out of range")))
+            if !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "--ignore-exitcode: {p:?} is not a decimal exit code (in {s:?})"
+                ));
+            }
+            Ok(p.bytes()
+                .fold(0i32, |n, b| (n * 10 + i32::from(b - b'0')) % 256))
         })
         .collect()
 }
@@ -777,6 +784,19 @@ fn clsync_argv(
             .and_then(|a| a.get_long())
     };
     let bad = |msg: String| clap::Error::raw(ErrorKind::InvalidValue, format!("{msg}\n"));
+    // `-dN`/`--debug=N`, `-vN`/`--verbose=N`: the level (a number as strtol reads it, so an
+    // empty one is 0), as the hidden option that holds it.
+    let level_arg = |c: char, given: &str, v: &str| {
+        let n = parse_num(v).map_err(|e| bad(format!("{given}: {e}")))?;
+        let long = if c == 'd' {
+            "debug-level"
+        } else {
+            "verbose-level"
+        };
+        Ok::<std::ffi::OsString, clap::Error>(
+            format!("--{long}={}", n.min(u64::from(u8::MAX))).into(),
+        )
+    };
     let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(argv.len());
     // Sets or clears flag `long` (given as `given`) from its attached number.
     let flag_value = |out: &mut Vec<std::ffi::OsString>, long: &str, given: &str, v: &str| {
@@ -862,16 +882,9 @@ fn clsync_argv(
                     }
                 }
             };
-            // An empty level is 0, as strtol reads it.
-            let level = |v: &str| if v.is_empty() { "0" } else { v }.to_string();
-            let digits = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
             match (long.as_str(), value) {
-                ("debug", Some(v)) if digits(v) => {
-                    out.push(format!("--debug-level={}", level(v)).into())
-                }
-                ("verbose", Some(v)) if digits(v) => {
-                    out.push(format!("--verbose-level={}", level(v)).into())
-                }
+                ("debug", Some(v)) => out.push(level_arg('d', &s, v)?),
+                ("verbose", Some(v)) => out.push(level_arg('v', &s, v)?),
                 // clsync prints its version for `--version=N` too.
                 ("version", Some(_)) => out.push("--version".into()),
                 (l, Some(v)) if is_flag(l) => flag_value(&mut out, l, &s, v)?,
@@ -883,30 +896,32 @@ fn clsync_argv(
             }
             continue;
         }
-        // Short options: `-dN`, `-vN`, and a flag with an attached number (`-b1`, `-U0`).
+        // Short options, as getopt reads them: what follows a flag's letter is its number (`-b1`,
+        // `-U0`, `-d5`; so `-dd` and `-qd` are errors, as in clsync), and what follows an
+        // option's letter is its value, as it is (`-l=x` labels the daemon "=x").
         let mut chars = s.chars();
         if let (Some('-'), Some(c)) = (chars.next(), chars.next()) {
             let rest = chars.as_str();
+            let arg = cmd.get_arguments().find(|x| x.get_short() == Some(c));
             if rest.is_empty() {
-                value_next = takes_value(cmd.get_arguments().find(|x| x.get_short() == Some(c)));
-            }
-            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-                match c {
-                    'd' => {
-                        out.push(format!("--debug-level={rest}").into());
-                        continue;
-                    }
-                    'v' => {
-                        out.push(format!("--verbose-level={rest}").into());
-                        continue;
-                    }
-                    c => {
-                        if let Some(long) = short_flag(c) {
-                            flag_value(&mut out, long, &s, rest)?;
-                            continue;
-                        }
-                    }
-                }
+                value_next = takes_value(arg);
+            } else if c == 'd' || c == 'v' {
+                out.push(level_arg(c, &s, rest)?);
+                continue;
+            } else if let Some(long) = short_flag(c) {
+                flag_value(&mut out, long, &s, rest)?;
+                continue;
+            } else if let Some(long) = arg
+                .filter(|a| a.get_action().takes_values())
+                .and_then(|a| a.get_long())
+            {
+                use std::os::unix::ffi::OsStrExt;
+                let mut o = std::ffi::OsString::from(format!("--{long}="));
+                o.push(std::ffi::OsStr::from_bytes(
+                    &a.as_bytes()[1 + c.len_utf8()..],
+                ));
+                out.push(o);
+                continue;
             }
         }
         out.push(a);
@@ -1058,7 +1073,7 @@ mod tests {
 
     #[test]
     fn later_options_override_earlier_ones_and_lists_accumulate() {
-        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
+        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,025", "-t010"]);
         let lv = parse_with_config(
             ["clsync", "-H", "/NULL/", "-d5", "-v0", "-d", "0"]
                 .iter()

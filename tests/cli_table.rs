@@ -307,6 +307,16 @@ fn command_lines_behave_like_clsync_0_4_5() {
         row("debug-twice", base!("-d", "-d", "-v0"), 0).argv(DEFAULT_ARGS),
         row("debug-empty", base!("--debug="), 0).argv(DEFAULT_ARGS),
         row("quiet", base!("-q"), 0).argv(DEFAULT_ARGS),
+        row("debug-base-0", base!("-d0x5", "--debug=010"), 0).argv(DEFAULT_ARGS),
+        row("debug-not-a-number", base!("--debug=x"), 22),
+        // What follows a flag's letter is its number: no clusters of flags.
+        row("cluster-dd", base!("-dd"), 22),
+        row("cluster-qd", base!("-qd"), 22),
+        row("cluster-vvv", base!("-vvv"), 22),
+        row("cluster-flag-option", base!("-Ulx"), 22),
+        // What follows an option's letter is its value, `=` included.
+        row("short-equals-value", base!("-l=x"), 0).argv(&["synclist", "=x", "<list>"]),
+        row("short-equals-number", base!("-w=3"), 22),
         // -x: comma lists, repeats accumulate, a 0 element clears what came before.
         row("x-none", base!(), 23).handler_exit(23),
         row("x-0-23", base!("-x", "0,23"), 0).handler_exit(23),
@@ -316,6 +326,12 @@ fn command_lines_behave_like_clsync_0_4_5() {
         row("x-attached", base!("-x23"), 0).handler_exit(23),
         row("x-long", base!("--ignore-exitcode=24,23"), 0).handler_exit(23),
         row("x-empty", base!("-x", ""), 23).handler_exit(23),
+        // -x is decimal (atoi), modulo 256, and an empty element clears like 0.
+        row("x-leading-zero", base!("-x", "023"), 0).handler_exit(23),
+        row("x-modulo", base!("-x", "279"), 0).handler_exit(23),
+        row("x-empty-element", base!("-x", "23,,24"), 23).handler_exit(23),
+        row("x-hex", base!("-x", "0x17"), 22).handler_exit(23),
+        row("x-sign", base!("-x", "+23"), 22).handler_exit(23),
         // Flags with attached numbers; =0 and = turn them off.
         row("b0", base!("-b0"), 0).argv(DEFAULT_ARGS),
         row("background-empty", base!("--background="), 0),
@@ -544,6 +560,8 @@ fn command_lines_behave_like_clsync_0_4_5() {
         )
         .ours_only(),
         row("ours-pid-file-in-tree", base!("--pid-file=pf"), 22).ours_only(),
+        // A negative number is refused (clsync 0.4.5 wraps it: --retries=-1 is 4294967295).
+        row("ours-negative-number", base!("--retries=-1"), 22).ours_only(),
     ];
     check_table(&rows);
 }
