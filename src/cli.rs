@@ -560,6 +560,16 @@ pub const CLSYNC_OPTIONS: &[&str] = &[
     "auto-add-rules-w",
 ];
 
+/// The options of [`CLSYNC_OPTIONS`] that Debian's clsync 0.4.5 is built without (they do not take
+/// part in its prefix matching).
+const NOT_IN_DEBIAN_BUILD: &[&str] = &[
+    "secure-splitting",
+    "seccomp-filter",
+    "forbid-devices",
+    "cgroup-group-name",
+    "auto-add-rules-w",
+];
+
 /// A configuration-file problem that stops the start (clsync exits 255 for `-H` failures).
 #[derive(Debug)]
 pub struct CliError {
@@ -860,14 +870,26 @@ fn clsync_argv(
             };
             let long = if longs.contains(&name)
                 || cmd.get_arguments().any(|x| x.get_long() == Some(name))
+                || name == "help"
+                || name == "version"
             {
                 name.to_string()
             } else {
-                let hits: Vec<&str> = longs
+                // A prefix names one of clsync's own options (Debian's build, help and version
+                // included) when it can; only then the options this build adds, so that none of
+                // them makes a prefix clsync accepts ambiguous (--check-, --for).
+                let mut hits: Vec<&str> = CLSYNC_OPTIONS
                     .iter()
                     .copied()
-                    .filter(|l| l.starts_with(name))
+                    .filter(|o| !NOT_IN_DEBIAN_BUILD.contains(o) && o.starts_with(name))
                     .collect();
+                if hits.is_empty() {
+                    hits = longs
+                        .iter()
+                        .copied()
+                        .filter(|l| l.starts_with(name))
+                        .collect();
+                }
                 match hits.as_slice() {
                     [one] => one.to_string(),
                     [] => name.to_string(), // clap reports the unknown option

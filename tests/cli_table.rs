@@ -301,6 +301,19 @@ fn command_lines_behave_like_clsync_0_4_5() {
         .argv(&["synclist", "x", "<list>"]),
         row("ambiguous-prefix", base!("--sync=x"), 22),
         row("ambiguous-sync-h", base!("--sync-h=@H@"), 22),
+        // help and version take part (--v, --ver: verbose or version; --h: have-recursive-sync
+        // or help), options only this build has do not (--check-: check-execvp-arguments,
+        // not also check-config; --for: forget-privthread-info, not also forbid-devices).
+        row("ambiguous-v", base!("--v"), 22),
+        row("ambiguous-ver", base!("--ver"), 22),
+        row("ambiguous-h", base!("--h"), 22),
+        row("prefix-vers", base!("--vers"), 0),
+        row(
+            "prefix-ours-only-options-ignored",
+            base!("--check-", "--for"),
+            0,
+        )
+        .argv(DEFAULT_ARGS),
         // Optional arguments attach; a separate one is a handler argument.
         row("debug-attached", base!("-d5"), 0).argv(DEFAULT_ARGS),
         row("debug-separate", base!("-d", "5"), 0).argv(&["5"]),
