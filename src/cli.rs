@@ -670,11 +670,10 @@ pub fn parse_with_config(
                 continue;
             }
             "config-file" | "config-block" | "config-block-inherits" => continue,
-            // As clsync: `version = 1` prints the version and exits (`help` the options).
+            // As clsync: a `version` key prints the version and exits, a `help` key the options,
+            // whatever the value.
             "version" | "help" => {
-                if !matches!(text.trim(), "" | "0") {
-                    extra.push(format!("--{key}").into());
-                }
+                extra.push(format!("--{key}").into());
                 continue;
             }
             _ => {}
@@ -706,17 +705,22 @@ pub fn parse_with_config(
         }
         let text = expander.store(&key, &text);
         match arg.get_action() {
-            ArgAction::SetTrue => {
-                if !matches!(text.trim(), "" | "0" | "false") {
+            // A flag's or level's value is a number, as clsync reads it (`= 0x0` is off, `= yes`
+            // an error).
+            ArgAction::SetTrue | ArgAction::Count => {
+                let n = match parse_num(&text) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let msg = format!("{}: block [{block}]: {key}: {e}", file.path.display());
+                        return Ok(Err(CliError { code: 22, msg }));
+                    }
+                };
+                if matches!(arg.get_action(), ArgAction::Count) {
+                    // -d/-v: the level.
+                    extra.push(format!("--{key}-level={}", n.min(u64::from(u8::MAX))).into());
+                } else if n != 0 {
                     extra.push(format!("--{key}").into());
                 }
-            }
-            ArgAction::Count => {
-                let n: usize = text.trim().parse().unwrap_or(1);
-                extra.extend(std::iter::repeat_n(
-                    std::ffi::OsString::from(format!("--{key}")),
-                    n,
-                ));
             }
             _ => extra.push(format!("--{key}={text}").into()),
         }

@@ -705,6 +705,14 @@ fn keyfile_configs_behave_like_clsync_0_4_5() {
             .conf("[default]\nlabel = %delay-sync%\n")
             .argv(&["synclist", "7", "<list>"]),
         row("version-in-file", run!(), 0).conf("[default]\nversion = 1\n"),
+        // Whatever the value: the version, no sync (the records, both empty, are compared).
+        row("version-0-in-file", run!(), 0).conf("[default]\nversion = 0\n"),
+        // Flags and levels in a file are numbers as strtol reads them.
+        row("flag-false-in-file", run!(), 22).conf("[default]\nexit-on-no-events = false\n"),
+        row("flag-hex-0-in-file", run!(), 0).conf("[default]\nexit-on-no-events = 0x0\n"),
+        row("flag-octal-0-in-file", run!(), 0).conf("[default]\nexit-on-no-events = 00\n"),
+        row("flag-2-in-file", run!(), 22).conf("[default]\nexit-on-no-events = 2\n"),
+        row("level-not-a-number-in-file", run!(), 22).conf("[default]\ndebug = x\n"),
         row("flag-0-in-file", &["-Mshell", "-W", "@SRC@", "-S", "@H@", "-H", "@CONF@"], 0)
             .conf("[default]\nexit-on-no-events = 0\nonly-initialsync = 1\n"),
         // Where clsync 0.4.5 drops or hangs: our sane outcome only.
