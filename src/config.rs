@@ -222,13 +222,16 @@ fn resolve_program(name: &str) -> Result<PathBuf, ConfigError> {
             .unwrap_or(false)
     };
     if name.contains('/') {
-        let p = std::fs::canonicalize(name)
-            .map_err(|e| noent(format!("sync handler \"{name}\": {e}")))?;
+        // Exit codes are the errno, as clsync's: ENOENT, ENOTDIR, EACCES when not executable.
+        let p = std::fs::canonicalize(name).map_err(|e| ConfigError {
+            code: e.raw_os_error().unwrap_or(2),
+            msg: format!("sync handler \"{name}\": {e}"),
+        })?;
         if !is_exec(&p) {
-            return Err(inval(format!(
-                "sync handler \"{}\" is not an executable file",
-                p.display()
-            )));
+            return Err(ConfigError {
+                code: 13,
+                msg: format!("sync handler \"{}\" is not an executable file", p.display()),
+            });
         }
         return Ok(p);
     }
@@ -452,35 +455,20 @@ impl Config {
                 msg: "--watch-dir (-W) is required".to_string(),
             });
         }
-        let mode = match cli.mode {
-            None => return Err(inval(
-                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
-            )),
-            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
-            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
-            Some(ModeArg::Direct) => Mode::Direct,
-            Some(ModeArg::Shell) => Mode::Shell,
-            Some(ModeArg::Simple) => Mode::Simple,
-            Some(ModeArg::So) => Mode::So,
-            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
-        };
-        // Every positional argument replaces the mode's default arguments; a single '' clears.
-        let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
-            [] => None,
-            [one] if one.is_empty() => None,
-            args => Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()),
-        };
         let watch = cli
             .watch_dir
             .as_deref()
             .ok_or_else(|| inval("--watch-dir (-W) is required"))?;
-        let watch_dir = std::fs::canonicalize(watch)
-            .map_err(|e| noent(format!("watch dir \"{watch}\": {e}")))?;
+        // Exit codes are the errno, as clsync's (ENOENT, ENOTDIR, EACCES, ...).
+        let watch_dir = std::fs::canonicalize(watch).map_err(|e| ConfigError {
+            code: e.raw_os_error().unwrap_or(2),
+            msg: format!("watch dir \"{watch}\": {e}"),
+        })?;
         if !watch_dir.is_dir() {
-            return Err(inval(format!(
-                "watch dir \"{}\" is not a directory",
-                watch_dir.display()
-            )));
+            return Err(ConfigError {
+                code: 20,
+                msg: format!("watch dir \"{}\" is not a directory", watch_dir.display()),
+            });
         }
         std::fs::read_dir(&watch_dir).map_err(|e| ConfigError {
             code: 13,
@@ -491,8 +479,10 @@ impl Config {
             None => None,
             Some(d) if is_remote(d) => Some(d.to_string()),
             Some(d) => {
-                let p = std::fs::canonicalize(d)
-                    .map_err(|e| noent(format!("destination dir \"{d}\": {e}")))?;
+                let p = std::fs::canonicalize(d).map_err(|e| ConfigError {
+                    code: e.raw_os_error().unwrap_or(2),
+                    msg: format!("destination dir \"{d}\": {e}"),
+                })?;
                 if p == Path::new("/") {
                     return Err(inval("destination dir \"/\" is refused"));
                 }
@@ -511,6 +501,25 @@ impl Config {
                 }
                 Some(p.to_string_lossy().into_owned())
             }
+        };
+        // After the watch and destination dirs: clsync resolves them before it validates.
+        let mode = match cli.mode {
+            None => return Err(inval(
+                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
+            )),
+            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
+            Some(ModeArg::Direct) => Mode::Direct,
+            Some(ModeArg::Shell) => Mode::Shell,
+            Some(ModeArg::Simple) => Mode::Simple,
+            Some(ModeArg::So) => Mode::So,
+            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
+        };
+        // Every positional argument replaces the mode's default arguments; a single '' clears.
+        let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
+            [] => None,
+            [one] if one.is_empty() => None,
+            args => Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()),
         };
         if mode == Mode::RsyncDirect && destination.is_none() {
             return Err(inval(
