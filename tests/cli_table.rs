@@ -762,6 +762,15 @@ fn keyfile_configs_behave_like_clsync_0_4_5() {
             .conf("[default]\n-- = a \\\"b\n")
             .argv(&["a", "\"b"])
             .ours_only(),
+        // clsync 0.4.5 crashes on a config-block key; here it is ignored (the block is -K's).
+        row("ours-config-block-key", run!(), 0)
+            .conf("[default]\nconfig-block = x\n[x]\nlabel = x\n")
+            .argv(DEFAULT_ARGS)
+            .ours_only(),
+        row("ours-percent-percent-first-in-file", run!(), 0)
+            .conf("[default]\nlabel = %%x\n")
+            .argv(&["synclist", "%x", "<list>"])
+            .ours_only(),
         row("ours-inheritance-cycle", run!(), 255)
             .conf("[default]\nconfig-block-inherits = b\n[b]\nconfig-block-inherits = default\n")
             .ours_only(),
