@@ -594,7 +594,7 @@ pub fn parse_with_config(
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
     let mut expander = Expander::new(&cmd);
-    let cli_values = expander.command_line(&cmd, &matches);
+    let cli_values = expander.command_line(&cmd, &argv);
     // `-H ''` is not given: the search list is read (as clsync).
     let file = match cli.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some("/NULL/") => None,
@@ -841,16 +841,15 @@ fn clsync_argv(
     for a in iter {
         let s = a.to_string_lossy().into_owned();
         if std::mem::take(&mut value_next) {
-            // Joined to its option, so that clap takes it even when it begins with `-`
-            // (getopt does: `--label -x` labels the daemon "-x").
-            // (An empty value after a short option stays separate: `-S ''`.)
+            // Joined to its option (always `--long` here), so that clap takes it even when it
+            // begins with `-` (getopt does: `--label -x` labels the daemon "-x"). So every
+            // option value ends up as `--long=value`, which Expander::command_line reads.
             match out.last_mut() {
-                Some(opt) if opt.to_string_lossy().starts_with("--") => {
+                Some(opt) => {
                     opt.push("=");
                     opt.push(&a);
                 }
-                Some(opt) if !a.is_empty() => opt.push(&a),
-                _ => out.push(a),
+                None => out.push(a),
             }
             continue;
         }
@@ -931,6 +930,11 @@ fn clsync_argv(
             let arg = cmd.get_arguments().find(|x| x.get_short() == Some(c));
             if rest.is_empty() {
                 value_next = takes_value(arg);
+                if let Some(long) = arg.filter(|_| value_next).and_then(|a| a.get_long()) {
+                    // The value follows: `-l x` as `--label=x` (joined above).
+                    out.push(format!("--{long}").into());
+                    continue;
+                }
             } else if c == 'd' || c == 'v' {
                 out.push(level_arg(c, &s, rest)?);
                 continue;
@@ -1023,37 +1027,30 @@ impl Expander {
         }
     }
 
-    /// Stores the command line's option values in argv order; returns each option's last
-    /// (expanded) value by long name.
+    /// Stores the command line's option values in argv order (every occurrence, so a later one
+    /// sees an earlier one: `-l a -l %label%b` is `ab`); returns each option's last (expanded)
+    /// value by long name. `argv` is [`clsync_argv`]'s, where every value is `--long=value`.
     fn command_line(
         &mut self,
         cmd: &clap::Command,
-        m: &clap::ArgMatches,
+        argv: &[std::ffi::OsString],
     ) -> std::collections::BTreeMap<String, String> {
-        use clap::parser::ValueSource;
-        let mut given: Vec<(usize, &str, String)> = Vec::new();
-        for a in cmd.get_arguments() {
-            let (Some(long), false, true) =
-                (a.get_long(), a.is_hide_set(), a.get_action().takes_values())
-            else {
-                continue;
-            };
-            let id = a.get_id().as_str();
-            if m.value_source(id) != Some(ValueSource::CommandLine) {
-                continue;
-            }
-            let (Some(at), Some(raw)) = (m.indices_of(id), m.get_raw(id)) else {
-                continue;
-            };
-            for (i, v) in at.zip(raw) {
-                given.push((i, long, v.to_string_lossy().into_owned()));
-            }
-        }
-        given.sort_by_key(|g| g.0);
         let mut last = std::collections::BTreeMap::new();
-        for (_, long, v) in given {
-            let e = self.store(long, &v);
-            last.insert(long.to_string(), e);
+        for a in argv.iter().skip(1) {
+            let a = a.to_string_lossy();
+            if a == "--" {
+                break;
+            }
+            let Some((long, v)) = a.strip_prefix("--").and_then(|b| b.split_once('=')) else {
+                continue;
+            };
+            let stored = cmd.get_arguments().any(|x| {
+                x.get_long() == Some(long) && !x.is_hide_set() && x.get_action().takes_values()
+            });
+            if stored {
+                let e = self.store(long, v);
+                last.insert(long.to_string(), e);
+            }
         }
         last
     }

@@ -394,6 +394,12 @@ fn command_lines_behave_like_clsync_0_4_5() {
             0,
         )
         .argv(&["synclist", "xstderry", "<list>"]),
+        row(
+            "expand-repeated-option",
+            base!("-l", "a", "-l", "%label%b"),
+            0,
+        )
+        .argv(&["synclist", "ab", "<list>"]),
         // -S sees the label of its time: nolabel, so @ROOT@/nolabel.sh, which does not exist.
         row(
             "expand-label-after-handler",
@@ -432,6 +438,13 @@ fn command_lines_behave_like_clsync_0_4_5() {
         row("positional", base!("p1", "--", "p2", "%label%", "-W"), 0)
             .argv(&["p1", "p2", "nolabel", "-W"]),
         row("positional-empty", base!(""), 0).argv(DEFAULT_ARGS),
+        row("positional-mixed", base!("p1", "-l", "x", "%label%"), 0).argv(&["p1", "x"]),
+        row(
+            "label-double-dash-value",
+            base!("--label", "--", "%label%"),
+            0,
+        )
+        .argv(&["--"]),
         // clsync's long options `--` and `---`: `----=ARGS` is split like the config key, and
         // repeats append; positional arguments replace them.
         row("double-dash-option", base!("----=a \"b c\" d", "----=e"), 0)
