@@ -7,7 +7,7 @@
 //!
 //! A row states the outcome clsync 0.4.5 was seen to give, and both binaries are held to it:
 //! - the exit code (for an error row: both fail with this code; clsync exits with the errno of
-//!   the first failure, 22, 2, 14, or 255 for `-H` problems; messages may differ);
+//!   the first failure: 22, 2, 13, 14, 20, or 255 for `-H` problems; messages may differ);
 //! - for a row that starts, the handler's argv (normalised: the scratch root is `<ROOT>`, a list
 //!   file `<list>`, the daemon's pid `<PID>`), when the row gives it;
 //! - and the two normalised records (every call: argv, the two variables, the list's lines) must
@@ -15,8 +15,10 @@
 //!
 //! Rows marked `ours_only` are where clsync 0.4.5 crashes or hangs (reference §1.4, §1.5, §9:
 //! a value starting with `%%` or a lone `%` segfaults, a quoted last `--` word is dropped, `\"`
-//! hangs, an inheritance cycle hangs, an empty `--add-permitted-hook-files` hangs) or where man
-//! clsync.1 documents a deliberate difference: only our outcome is checked there.
+//! hangs, an inheritance cycle hangs, an empty `--add-permitted-hook-files` hangs, a
+//! `config-block` key segfaults) or where man clsync.1 documents a deliberate difference: only
+//! our outcome is checked there. Every run starts in its scratch root (through `env -C`), so
+//! rows can use relative paths.
 
 mod common;
 
