@@ -6,7 +6,9 @@ use clap::{ArgAction, Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum Threading {
+    // `--threading=` is off, as in clsync (an empty word is its value 0).
     #[default]
+    #[value(alias = "")]
     Off,
     Safe,
     Full,
@@ -14,6 +16,8 @@ pub enum Threading {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputArg {
+    // `--output=` is stderr, as in clsync (an empty word is its value 0).
+    #[value(alias = "")]
     Stderr,
     Stdout,
     Syslog,
@@ -32,8 +36,12 @@ pub enum ModeArg {
 
 /// clsync's numbers are strtol(…, 0): decimal, 0x hex, leading-0 octal, surrounding blanks, an
 /// optional `+` before the number (and its base prefix); nothing after the prefix but digits.
+/// An empty (or blank) value is 0, as strtol reads it (`--retries=`, `--background=`).
 pub fn parse_num(s: &str) -> Result<u64, String> {
     let t = s.trim_matches(|c| c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    if t.is_empty() {
+        return Ok(0);
+    }
     let t = t.strip_prefix('+').unwrap_or(t);
     let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         (h, 16)
@@ -51,12 +59,19 @@ pub fn parse_num(s: &str) -> Result<u64, String> {
     r.ok_or_else(|| format!("argument \"{s}\" can't be parsed as a number"))
 }
 
+/// `-x`'s comma list as clsync reads it: decimal digits only (no blanks, signs or base
+/// prefixes), each element taken modulo 256 like the exit status it is compared with, and an
+/// empty element is 0, which clears the codes before it.
 fn parse_codes(s: &str) -> Result<Vec<i32>, String> {
     s.split(',')
-        .filter(|p| !p.is_empty())
         .map(|p| {
-            parse_num(p)
-                .and_then(|n| i32::try_from(n).map_err(|_| format!("exit code {p} out of range")))
+            if !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "--ignore-exitcode: {p:?} is not a decimal exit code (in {s:?})"
+                ));
+            }
+            Ok(p.bytes()
+                .fold(0i32, |n, b| (n * 10 + i32::from(b - b'0')) % 256))
         })
         .collect()
 }
@@ -269,6 +284,11 @@ pub struct Cli {
     /// blanks (quotes group); `-----=ARGS` on the command line, key `---` in a config file
     #[arg(long = "initialsync-args", value_name = "ARGS", hide = true)]
     pub initialsync_args: Option<String>,
+
+    /// clsync's `--`: handler arguments as one string split on blanks (quotes group), repeatable;
+    /// `----=ARGS` on the command line (positional arguments replace them, as in clsync)
+    #[arg(long = "handler-args", value_name = "ARGS", hide = true, action = ArgAction::Append)]
+    pub handler_args_line: Vec<String>,
 
     /// Skip an event when none of these lstat fields changed since the path's last sync
     /// (dev,ino,mode,nlink,uid,gid,rdev,size,blksize,blocks,atime,mtime,ctime or *)
@@ -555,6 +575,16 @@ pub const CLSYNC_OPTIONS: &[&str] = &[
     "auto-add-rules-w",
 ];
 
+/// The options of [`CLSYNC_OPTIONS`] that Debian's clsync 0.4.5 is built without (they do not take
+/// part in its prefix matching).
+const NOT_IN_DEBIAN_BUILD: &[&str] = &[
+    "secure-splitting",
+    "seccomp-filter",
+    "forbid-devices",
+    "cgroup-group-name",
+    "auto-add-rules-w",
+];
+
 /// A configuration-file problem that stops the start (clsync exits 255 for `-H` failures).
 #[derive(Debug)]
 pub struct CliError {
@@ -578,7 +608,10 @@ pub fn parse_with_config(
     let argv = clsync_argv(&cmd, argv)?;
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
-    let file = match cli.config_file.as_deref() {
+    let mut expander = Expander::new(&cmd);
+    let cli_values = expander.command_line(&cmd, &argv);
+    // `-H ''` is not given: the search list is read (as clsync).
+    let file = match cli.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some("/NULL/") => None,
         Some(p) => match confile::load(std::path::Path::new(p)) {
             Ok(f) => Some(f),
@@ -601,7 +634,8 @@ pub fn parse_with_config(
     };
     let Some(file) = file else {
         let mut cli = cli;
-        expand_options(&mut cli, &cmd, &matches);
+        handler_args_from_lines(&mut cli);
+        apply_expanded(&mut cli, &cli_values);
         return Ok(Ok(cli));
     };
     let block = cli
@@ -621,6 +655,14 @@ pub fn parse_with_config(
         vec![argv.first().cloned().unwrap_or_else(|| "clsync".into())];
     let mut positional: Vec<String> = Vec::new();
     let mut initial_args: Option<String> = None;
+    // In clsync's option-table order, which is the order their values are expanded in.
+    let mut keys = keys;
+    keys.sort_by_key(|(k, _)| {
+        CLSYNC_OPTIONS
+            .iter()
+            .position(|o| o == k)
+            .unwrap_or(CLSYNC_OPTIONS.len())
+    });
     for (key, value) in keys {
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -643,6 +685,12 @@ pub fn parse_with_config(
                 continue;
             }
             "config-file" | "config-block" | "config-block-inherits" => continue,
+            // As clsync: a `version` key prints the version and exits, a `help` key the options,
+            // whatever the value.
+            "version" | "help" => {
+                extra.push(format!("--{key}").into());
+                continue;
+            }
             _ => {}
         }
         let Some(arg) = cmd
@@ -670,18 +718,24 @@ pub fn parse_with_config(
         if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
             continue;
         }
+        let text = expander.store(&key, &text);
         match arg.get_action() {
-            ArgAction::SetTrue => {
-                if !matches!(text.trim(), "" | "0" | "false") {
+            // A flag's or level's value is a number, as clsync reads it (`= 0x0` is off, `= yes`
+            // an error).
+            ArgAction::SetTrue | ArgAction::Count => {
+                let n = match parse_num(&text) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let msg = format!("{}: block [{block}]: {key}: {e}", file.path.display());
+                        return Ok(Err(CliError { code: 22, msg }));
+                    }
+                };
+                if matches!(arg.get_action(), ArgAction::Count) {
+                    // -d/-v: the level.
+                    extra.push(format!("--{key}-level={}", n.min(u64::from(u8::MAX))).into());
+                } else if n != 0 {
                     extra.push(format!("--{key}").into());
                 }
-            }
-            ArgAction::Count => {
-                let n: usize = text.trim().parse().unwrap_or(1);
-                extra.extend(std::iter::repeat_n(
-                    std::ffi::OsString::from(format!("--{key}")),
-                    n,
-                ));
             }
             _ => extra.push(format!("--{key}={text}").into()),
         }
@@ -689,12 +743,26 @@ pub fn parse_with_config(
     extra.extend(argv.iter().skip(1).cloned());
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
     let mut merged = Cli::from_arg_matches(&m)?;
-    merged.handler_args.extend(positional);
+    // The file's `--` follows the command line's positional arguments, unless `----=` set them.
+    if merged.handler_args_line.is_empty() {
+        merged.handler_args.extend(positional);
+    }
+    handler_args_from_lines(&mut merged);
     if merged.initialsync_args.is_none() {
         merged.initialsync_args = initial_args;
     }
-    expand_options(&mut merged, &cmd, &m);
+    apply_expanded(&mut merged, &cli_values);
     Ok(Ok(merged))
+}
+
+/// clsync's `----=ARGS` (see [`Cli::handler_args_line`]): split and appended in order, unless
+/// positional arguments were given, which replace them.
+fn handler_args_from_lines(cli: &mut Cli) {
+    if cli.handler_args.is_empty() {
+        for line in &cli.handler_args_line {
+            cli.handler_args.extend(crate::confile::split_args(line));
+        }
+    }
 }
 
 /// One argument as a word [`crate::confile::split_args`] gives back unchanged.
@@ -745,6 +813,19 @@ fn clsync_argv(
             .and_then(|a| a.get_long())
     };
     let bad = |msg: String| clap::Error::raw(ErrorKind::InvalidValue, format!("{msg}\n"));
+    // `-dN`/`--debug=N`, `-vN`/`--verbose=N`: the level (a number as strtol reads it, so an
+    // empty one is 0), as the hidden option that holds it.
+    let level_arg = |c: char, given: &str, v: &str| {
+        let n = parse_num(v).map_err(|e| bad(format!("{given}: {e}")))?;
+        let long = if c == 'd' {
+            "debug-level"
+        } else {
+            "verbose-level"
+        };
+        Ok::<std::ffi::OsString, clap::Error>(
+            format!("--{long}={}", n.min(u64::from(u8::MAX))).into(),
+        )
+    };
     let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(argv.len());
     // Sets or clears flag `long` (given as `given`) from its attached number.
     let flag_value = |out: &mut Vec<std::ffi::OsString>, long: &str, given: &str, v: &str| {
@@ -775,16 +856,15 @@ fn clsync_argv(
     for a in iter {
         let s = a.to_string_lossy().into_owned();
         if std::mem::take(&mut value_next) {
-            // Joined to its option, so that clap takes it even when it begins with `-`
-            // (getopt does: `--label -x` labels the daemon "-x").
-            // (An empty value after a short option stays separate: `-S ''`.)
+            // Joined to its option (always `--long` here), so that clap takes it even when it
+            // begins with `-` (getopt does: `--label -x` labels the daemon "-x"). So every
+            // option value ends up as `--long=value`, which Expander::command_line reads.
             match out.last_mut() {
-                Some(opt) if opt.to_string_lossy().starts_with("--") => {
+                Some(opt) => {
                     opt.push("=");
                     opt.push(&a);
                 }
-                Some(opt) if !a.is_empty() => opt.push(&a),
-                _ => out.push(a),
+                None => out.push(a),
             }
             continue;
         }
@@ -797,6 +877,10 @@ fn clsync_argv(
             out.push(format!("--initialsync-args={v}").into());
             continue;
         }
+        if let Some(v) = s.strip_prefix("----=") {
+            out.push(format!("--handler-args={v}").into());
+            continue;
+        }
         if let Some(body) = s.strip_prefix("--") {
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
@@ -804,14 +888,26 @@ fn clsync_argv(
             };
             let long = if longs.contains(&name)
                 || cmd.get_arguments().any(|x| x.get_long() == Some(name))
+                || name == "help"
+                || name == "version"
             {
                 name.to_string()
             } else {
-                let hits: Vec<&str> = longs
+                // A prefix names one of clsync's own options (Debian's build, help and version
+                // included) when it can; only then the options this build adds, so that none of
+                // them makes a prefix clsync accepts ambiguous (--check-, --for).
+                let mut hits: Vec<&str> = CLSYNC_OPTIONS
                     .iter()
                     .copied()
-                    .filter(|l| l.starts_with(name))
+                    .filter(|o| !NOT_IN_DEBIAN_BUILD.contains(o) && o.starts_with(name))
                     .collect();
+                if hits.is_empty() {
+                    hits = longs
+                        .iter()
+                        .copied()
+                        .filter(|l| l.starts_with(name))
+                        .collect();
+                }
                 match hits.as_slice() {
                     [one] => one.to_string(),
                     [] => name.to_string(), // clap reports the unknown option
@@ -826,12 +922,11 @@ fn clsync_argv(
                     }
                 }
             };
-            let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
             match (long.as_str(), value) {
-                ("debug", Some(v)) if digits(v) => out.push(format!("--debug-level={v}").into()),
-                ("verbose", Some(v)) if digits(v) => {
-                    out.push(format!("--verbose-level={v}").into())
-                }
+                ("debug", Some(v)) => out.push(level_arg('d', &s, v)?),
+                ("verbose", Some(v)) => out.push(level_arg('v', &s, v)?),
+                // clsync prints its version for `--version=N` too.
+                ("version", Some(_)) => out.push("--version".into()),
                 (l, Some(v)) if is_flag(l) => flag_value(&mut out, l, &s, v)?,
                 (l, Some(v)) => out.push(format!("--{l}={v}").into()),
                 (l, None) => {
@@ -841,30 +936,37 @@ fn clsync_argv(
             }
             continue;
         }
-        // Short options: `-dN`, `-vN`, and a flag with an attached number (`-b1`, `-U0`).
+        // Short options, as getopt reads them: what follows a flag's letter is its number (`-b1`,
+        // `-U0`, `-d5`; so `-dd` and `-qd` are errors, as in clsync), and what follows an
+        // option's letter is its value, as it is (`-l=x` labels the daemon "=x").
         let mut chars = s.chars();
         if let (Some('-'), Some(c)) = (chars.next(), chars.next()) {
             let rest = chars.as_str();
+            let arg = cmd.get_arguments().find(|x| x.get_short() == Some(c));
             if rest.is_empty() {
-                value_next = takes_value(cmd.get_arguments().find(|x| x.get_short() == Some(c)));
-            }
-            if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-                match c {
-                    'd' => {
-                        out.push(format!("--debug-level={rest}").into());
-                        continue;
-                    }
-                    'v' => {
-                        out.push(format!("--verbose-level={rest}").into());
-                        continue;
-                    }
-                    c => {
-                        if let Some(long) = short_flag(c) {
-                            flag_value(&mut out, long, &s, rest)?;
-                            continue;
-                        }
-                    }
+                value_next = takes_value(arg);
+                if let Some(long) = arg.filter(|_| value_next).and_then(|a| a.get_long()) {
+                    // The value follows: `-l x` as `--label=x` (joined above).
+                    out.push(format!("--{long}").into());
+                    continue;
                 }
+            } else if c == 'd' || c == 'v' {
+                out.push(level_arg(c, &s, rest)?);
+                continue;
+            } else if let Some(long) = short_flag(c) {
+                flag_value(&mut out, long, &s, rest)?;
+                continue;
+            } else if let Some(long) = arg
+                .filter(|a| a.get_action().takes_values())
+                .and_then(|a| a.get_long())
+            {
+                use std::os::unix::ffi::OsStrExt;
+                let mut o = std::ffi::OsString::from(format!("--{long}="));
+                o.push(std::ffi::OsStr::from_bytes(
+                    &a.as_bytes()[1 + c.len_utf8()..],
+                ));
+                out.push(o);
+                continue;
             }
         }
         out.push(a);
@@ -872,25 +974,45 @@ fn clsync_argv(
     Ok(out)
 }
 
-/// clsync's `%name%` in option values: the raw value of the option `name` (a long option name),
-/// `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name expands to nothing and
-/// an unterminated `%` ends the value (as clsync 0.4.5). Handler arguments are not expanded here
-/// (see handler::template).
-fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
-    let lookup = |name: &str| -> Option<String> {
-        if name == "PID" {
-            return Some(std::process::id().to_string());
-        }
-        let arg = cmd.get_arguments().find(|a| a.get_long() == Some(name))?;
-        let mut raw = m.get_raw(arg.get_id().as_str())?;
-        raw.next_back().map(|v| v.to_string_lossy().into_owned())
-    };
-    let expand = |v: &mut String| {
+/// clsync's `%name%` in option values: the value of the option `name` (a long option name) as
+/// stored at that moment, `%PID%` the daemon's pid, `%%` a percent sign; an unknown or unset name
+/// expands to nothing and an unterminated `%` ends the value, but a value that expands to nothing
+/// at all is kept as written. As in clsync 0.4.5, values are expanded as they are read: the
+/// command line's in argv order, then the configuration file's keys in clsync's option-table
+/// order ([`CLSYNC_OPTIONS`]), each seeing only what was stored before it (the label is
+/// `nolabel` from the start). Handler arguments are not expanded here (see handler::template).
+struct Expander {
+    /// The values stored so far (expanded), by long option name.
+    stored: std::collections::BTreeMap<String, String>,
+    /// Long option names this build knows (an unset one is warned about).
+    known: Vec<String>,
+}
+
+impl Expander {
+    fn new(cmd: &clap::Command) -> Expander {
+        let known = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(str::to_string)
+            .collect();
+        let mut stored = std::collections::BTreeMap::new();
+        stored.insert("label".to_string(), "nolabel".to_string());
+        Expander { stored, known }
+    }
+
+    /// Expands `v` against the values stored so far and stores the result as `name`'s value.
+    fn store(&mut self, name: &str, v: &str) -> String {
+        let e = self.expand(v);
+        self.stored.insert(name.to_string(), e.clone());
+        e
+    }
+
+    fn expand(&self, v: &str) -> String {
         if !v.contains('%') {
-            return;
+            return v.to_string();
         }
         let mut out = String::new();
-        let mut rest = v.as_str();
+        let mut rest = v;
         while let Some(i) = rest.find('%') {
             out.push_str(&rest[..i]);
             let after = &rest[i + 1..];
@@ -902,37 +1024,81 @@ fn expand_options(cli: &mut Cli, cmd: &clap::Command, m: &clap::ArgMatches) {
             let name = &after[..j];
             if name.is_empty() {
                 out.push('%');
-            } else if let Some(val) = lookup(name) {
-                out.push_str(&val);
-            } else if cmd.get_arguments().any(|a| a.get_long() == Some(name)) {
+            } else if name == "PID" {
+                out.push_str(&std::process::id().to_string());
+            } else if let Some(val) = self.stored.get(name) {
+                out.push_str(val);
+            } else if self.known.iter().any(|k| k == name) {
                 crate::warning!("variable \"{name}\" is not set");
             }
             rest = &after[j + 1..];
         }
         out.push_str(rest);
-        *v = out;
-    };
-    for field in [
-        &mut cli.watch_dir,
-        &mut cli.destination_dir,
-        &mut cli.sync_handler,
-        &mut cli.rules_file,
-        &mut cli.lists_dir,
-        &mut cli.pid_file,
-        &mut cli.status_file,
-        &mut cli.dump_dir,
-        &mut cli.exit_hook,
-        &mut cli.pre_exit_hook,
-        &mut cli.cgroup_group_name,
-        &mut cli.standby_file,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        expand(field);
+        // When nothing at all was emitted (`%unset%`), clsync keeps the value as written.
+        if out.is_empty() {
+            v.to_string()
+        } else {
+            out
+        }
     }
-    expand(&mut cli.label);
-    expand(&mut cli.syslog_ident);
+
+    /// Stores the command line's option values in argv order (every occurrence, so a later one
+    /// sees an earlier one: `-l a -l %label%b` is `ab`); returns each option's last (expanded)
+    /// value by long name. `argv` is [`clsync_argv`]'s, where every value is `--long=value`.
+    fn command_line(
+        &mut self,
+        cmd: &clap::Command,
+        argv: &[std::ffi::OsString],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut last = std::collections::BTreeMap::new();
+        for a in argv.iter().skip(1) {
+            let a = a.to_string_lossy();
+            if a == "--" {
+                break;
+            }
+            let Some((long, v)) = a.strip_prefix("--").and_then(|b| b.split_once('=')) else {
+                continue;
+            };
+            let stored = cmd.get_arguments().any(|x| {
+                x.get_long() == Some(long) && !x.is_hide_set() && x.get_action().takes_values()
+            });
+            if stored {
+                let e = self.store(long, v);
+                last.insert(long.to_string(), e);
+            }
+        }
+        last
+    }
+}
+
+/// Puts the expanded command-line values (see [`Expander::command_line`]) into `cli`.
+fn apply_expanded(cli: &mut Cli, values: &std::collections::BTreeMap<String, String>) {
+    for (name, field) in [
+        ("watch-dir", &mut cli.watch_dir),
+        ("destination-dir", &mut cli.destination_dir),
+        ("sync-handler", &mut cli.sync_handler),
+        ("rules-file", &mut cli.rules_file),
+        ("lists-dir", &mut cli.lists_dir),
+        ("pid-file", &mut cli.pid_file),
+        ("status-file", &mut cli.status_file),
+        ("dump-dir", &mut cli.dump_dir),
+        ("exit-hook", &mut cli.exit_hook),
+        ("pre-exit-hook", &mut cli.pre_exit_hook),
+        ("cgroup-group-name", &mut cli.cgroup_group_name),
+        ("standby-file", &mut cli.standby_file),
+    ] {
+        if let Some(v) = values.get(name) {
+            *field = Some(v.clone());
+        }
+    }
+    for (name, field) in [
+        ("label", &mut cli.label),
+        ("syslog-ident", &mut cli.syslog_ident),
+    ] {
+        if let Some(v) = values.get(name) {
+            v.clone_into(field);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -945,7 +1111,7 @@ mod tests {
 
     #[test]
     fn later_options_override_earlier_ones_and_lists_accumulate() {
-        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,0x19", "-t010"]);
+        let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,025", "-t010"]);
         let lv = parse_with_config(
             ["clsync", "-H", "/NULL/", "-d5", "-v0", "-d", "0"]
                 .iter()
@@ -1055,16 +1221,9 @@ mod tests {
         assert_eq!(parse_num("010"), Ok(8));
         assert_eq!(parse_num("0"), Ok(0));
         assert_eq!(parse_num("18446744073709551615"), Ok(u64::MAX));
-        for bad in [
-            "",
-            " ",
-            "0x",
-            "08",
-            "1e3",
-            "18446744073709551616",
-            "-1",
-            "1 2",
-        ] {
+        assert_eq!(parse_num(""), Ok(0), "strtol reads nothing as 0");
+        assert_eq!(parse_num(" \t"), Ok(0));
+        for bad in ["0x", "08", "1e3", "18446744073709551616", "-1", "1 2"] {
             assert!(parse_num(bad).is_err(), "{bad:?}");
         }
     }

@@ -32,7 +32,8 @@ impl Splitting {
         match v {
             "off" | "0" => Some(Splitting::Off),
             "thread" | "1" => Some(Splitting::Thread),
-            "process" | "2" => Some(Splitting::Process),
+            // Empty: the default (clsync reads it as its default, 0; here the default is process).
+            "process" | "2" | "" => Some(Splitting::Process),
             _ => None,
         }
     }
@@ -340,13 +341,16 @@ fn resolve_program(name: &str) -> Result<PathBuf, ConfigError> {
             .unwrap_or(false)
     };
     if name.contains('/') {
-        let p = std::fs::canonicalize(name)
-            .map_err(|e| noent(format!("sync handler \"{name}\": {e}")))?;
+        // Exit codes are the errno, as clsync's: ENOENT, ENOTDIR, EACCES when not executable.
+        let p = std::fs::canonicalize(name).map_err(|e| ConfigError {
+            code: e.raw_os_error().unwrap_or(2),
+            msg: format!("sync handler \"{name}\": {e}"),
+        })?;
         if !is_exec(&p) {
-            return Err(inval(format!(
-                "sync handler \"{}\" is not an executable file",
-                p.display()
-            )));
+            return Err(ConfigError {
+                code: 13,
+                msg: format!("sync handler \"{}\" is not an executable file", p.display()),
+            });
         }
         return Ok(p);
     }
@@ -510,7 +514,8 @@ impl Config {
             }
         }
         match cli.monitor.as_str() {
-            "inotify" => {}
+            // Empty: unset, the default (as clsync).
+            "inotify" | "" => {}
             "gio" | "kqueue" | "bsm" | "bsd" | "dtracepipe" => {
                 return Err(inval(format!(
                 "--monitor={}: not available on Linux in clsync-rs; inotify is the monitor here",
@@ -532,7 +537,8 @@ impl Config {
             }
             other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
         }
-        if let Some(c) = &cli.preserve_capabilities {
+        // Empty: not given, the four (clsync: none; here the helper needs all four).
+        if let Some(c) = cli.preserve_capabilities.as_ref().filter(|c| !c.is_empty()) {
             let want = scaps::parse_cap_list(c).map_err(|e| inval(format!("-C: {e}")))?;
             if let Some(x) = want.iter().find(|c| !scaps::HELPER_CAPS.contains(c)) {
                 return Err(inval(format!(
@@ -561,35 +567,27 @@ impl Config {
                 other => return Err(inval(format!("--inherit-capabilities={other}: unknown value"))),
             }
         }
-        let mode = match cli.mode {
-            None => return Err(inval(
-                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
-            )),
-            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
-            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
-            Some(ModeArg::Direct) => Mode::Direct,
-            Some(ModeArg::Shell) => Mode::Shell,
-            Some(ModeArg::Simple) => Mode::Simple,
-            Some(ModeArg::So) => Mode::So,
-            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
-        };
-        // Every positional argument replaces the mode's default arguments; a single '' clears.
-        let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
-            [] => None,
-            [one] if one.is_empty() => None,
-            args => Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()),
-        };
+        // clsync's chdir(NULL) fails first (EFAULT), whatever else is missing.
+        if cli.watch_dir.is_none() {
+            return Err(ConfigError {
+                code: 14,
+                msg: "--watch-dir (-W) is required".to_string(),
+            });
+        }
         let watch = cli
             .watch_dir
             .as_deref()
             .ok_or_else(|| inval("--watch-dir (-W) is required"))?;
-        let watch_dir = std::fs::canonicalize(watch)
-            .map_err(|e| noent(format!("watch dir \"{watch}\": {e}")))?;
+        // Exit codes are the errno, as clsync's (ENOENT, ENOTDIR, EACCES, ...).
+        let watch_dir = std::fs::canonicalize(watch).map_err(|e| ConfigError {
+            code: e.raw_os_error().unwrap_or(2),
+            msg: format!("watch dir \"{watch}\": {e}"),
+        })?;
         if !watch_dir.is_dir() {
-            return Err(inval(format!(
-                "watch dir \"{}\" is not a directory",
-                watch_dir.display()
-            )));
+            return Err(ConfigError {
+                code: 20,
+                msg: format!("watch dir \"{}\" is not a directory", watch_dir.display()),
+            });
         }
         std::fs::read_dir(&watch_dir).map_err(|e| ConfigError {
             code: 13,
@@ -600,8 +598,10 @@ impl Config {
             None => None,
             Some(d) if is_remote(d) => Some(d.to_string()),
             Some(d) => {
-                let p = std::fs::canonicalize(d)
-                    .map_err(|e| noent(format!("destination dir \"{d}\": {e}")))?;
+                let p = std::fs::canonicalize(d).map_err(|e| ConfigError {
+                    code: e.raw_os_error().unwrap_or(2),
+                    msg: format!("destination dir \"{d}\": {e}"),
+                })?;
                 if p == Path::new("/") {
                     return Err(inval("destination dir \"/\" is refused"));
                 }
@@ -621,6 +621,25 @@ impl Config {
                 Some(p.to_string_lossy().into_owned())
             }
         };
+        // After the watch and destination dirs: clsync resolves them before it validates.
+        let mode = match cli.mode {
+            None => return Err(inval(
+                "--mode (-M) is required (simple, direct, shell, rsyncshell, rsyncdirect, so or rsyncso)",
+            )),
+            Some(ModeArg::Rsyncdirect) => Mode::RsyncDirect,
+            Some(ModeArg::Rsyncshell) => Mode::RsyncShell,
+            Some(ModeArg::Direct) => Mode::Direct,
+            Some(ModeArg::Shell) => Mode::Shell,
+            Some(ModeArg::Simple) => Mode::Simple,
+            Some(ModeArg::So) => Mode::So,
+            Some(ModeArg::Rsyncso) => Mode::RsyncSo,
+        };
+        // Every positional argument replaces the mode's default arguments; a single '' clears.
+        let handler_args: Option<Vec<Vec<u8>>> = match cli.handler_args.as_slice() {
+            [] => None,
+            [one] if one.is_empty() => None,
+            args => Some(args.iter().map(|a| a.as_bytes().to_vec()).collect()),
+        };
         if mode == Mode::RsyncDirect && destination.is_none() {
             return Err(inval(
                 "mode rsyncdirect needs a destination: give --destination-dir (-D)",
@@ -629,6 +648,11 @@ impl Config {
         let handler = match (cli.sync_handler.as_deref(), mode) {
             (Some(h), m) if m.is_so() => std::fs::canonicalize(h)
                 .map_err(|e| noent(format!("shared object \"{h}\": {e}")))?,
+            // A bare name that exists in the start directory is that file, as clsync resolves
+            // -S (realpath before the PATH lookup).
+            (Some(h), _) if !h.contains('/') && Path::new(h).is_file() => {
+                resolve_program(&format!("./{h}"))?
+            }
             (Some(h), _) => resolve_program(h)?,
             (None, Mode::RsyncDirect) => resolve_program("rsync")?,
             (None, Mode::Direct) => resolve_program("cp")?,
@@ -678,6 +702,11 @@ impl Config {
         };
         let rules = match &cli.rules_file {
             None => Rules::default(),
+            Some(f) if f.is_empty() => {
+                // As clsync: an error line, and no rules.
+                crate::error!("--rules-file is empty: running without rules");
+                Rules::default()
+            }
             Some(f) => {
                 let text =
                     std::fs::read(f).map_err(|e| noent(format!("rules file \"{f}\": {e}")))?;
@@ -696,7 +725,9 @@ impl Config {
         let id =
             |spec: &Option<String>, def: u32, user: bool, opt: &str| -> Result<u32, ConfigError> {
                 match spec {
+                    // Empty: the default (clsync reads it as 0, root; here never by accident).
                     None => Ok(def),
+                    Some(s) if s.is_empty() => Ok(def),
                     Some(s) => if user {
                         identity::resolve_uid(s)
                     } else {
@@ -734,6 +765,7 @@ impl Config {
 
         let lists_dir = match &cli.lists_dir {
             None => None,
+            Some(l) if l.is_empty() => return Err(noent("--lists-dir: empty path")),
             Some(l) => {
                 let p = PathBuf::from(l);
                 let abs = if p.is_absolute() {
@@ -814,6 +846,8 @@ impl Config {
         // watching / or /tmp), dumps are off rather than the start refused, since the
         // administrator did not choose it; an explicit --dump-dir inside the tree is refused.
         let (dump_dir, dump_off) = match &cli.dump_dir {
+            // clsync fails only when a dump is asked for; so do dumps here.
+            Some(d) if d.is_empty() => (None, Some("--dump-dir is empty".to_string())),
             Some(d) => (Some(outside_tree(&watch_dir, "dump-dir", d)?), None),
             None => {
                 let d = format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cli.label);
@@ -889,6 +923,12 @@ impl Config {
                 }
             }
         }
+        if cli.check_execvp_arguments && mode == Mode::Direct {
+            // As clsync refuses it (its check would reject direct's path arguments).
+            return Err(inval(
+                "--check-execvp-arguments cannot be used with --mode=direct",
+            ));
+        }
         if cli.synclist_simplify && (mode.is_rsync() || cli.lists_dir.is_none()) {
             return Err(inval(
                 "--synclist-simplify needs a non-rsync mode and --lists-dir (-L)",
@@ -963,6 +1003,7 @@ impl Config {
             rules_file: cli
                 .rules_file
                 .as_ref()
+                .filter(|f| !f.is_empty())
                 .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| PathBuf::from(f))),
             rules_options,
             timeout_sync: cli.timeout_sync,
@@ -1281,10 +1322,12 @@ mod tests {
             ("1", Splitting::Thread),
             ("process", Splitting::Process),
             ("2", Splitting::Process),
+            // Empty is the default, never off.
+            ("", Splitting::Process),
         ] {
             assert_eq!(Splitting::parse(v), Some(want), "{v}");
         }
-        for v in ["", "3", "-1", "Process", "OFF", "02", "threads", "none"] {
+        for v in ["3", "-1", "Process", "OFF", "02", "threads", "none"] {
             assert_eq!(Splitting::parse(v), None, "{v:?}");
         }
         assert_eq!(Splitting::Thread.effective(), Splitting::Process);

@@ -6,7 +6,8 @@
 //! Keyfile (GLib GKeyFile, as clsync reads it): `[block]` lines, `key = value` lines (spaces
 //! around `=` ignored, the value taken raw), `#` comments. Inheritance only through an explicit
 //! `config-block-inherits = NAME`. Unknown keys are ignored with a warning, as clsync ignores
-//! them. A cycle of inheritance is an error (clsync 0.4.5 hangs).
+//! them; a missing block configures nothing and a repeated key's last value wins, as in clsync.
+//! A cycle of inheritance is an error (clsync 0.4.5 hangs).
 //!
 //! TOML: `[block]` tables with the same keys; values are strings, integers, booleans, or arrays
 //! (joined with commas; for the `--` key, the handler arguments one per element). Unknown keys
@@ -76,6 +77,11 @@ pub fn search_list() -> Vec<PathBuf> {
 
 /// Reads and parses a file (`.toml` by extension, the keyfile format otherwise).
 pub fn load(path: &Path) -> Result<ConfFile, ConfError> {
+    // GKeyFile reads regular files only (`-H /dev/null` fails in clsync too).
+    let meta = std::fs::metadata(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(err(path, "not a regular file"));
+    }
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| err(path, "not UTF-8"))?;
     if path.extension().is_some_and(|e| e == "toml") {
@@ -100,6 +106,13 @@ pub fn parse_keyfile(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
                     format!("line {}: unterminated block name: {raw}", i + 1),
                 )
             })?;
+            // GKeyFile's group names: not empty, no brackets, no control characters.
+            if name.is_empty() || name.contains(['[', ']']) || name.contains(char::is_control) {
+                return Err(err(
+                    path,
+                    format!("line {}: invalid block name: {raw}", i + 1),
+                ));
+            }
             blocks.entry(name.to_string()).or_default();
             current = Some(name.to_string());
             continue;
@@ -117,17 +130,25 @@ pub fn parse_keyfile(path: &Path, text: &str) -> Result<ConfFile, ConfError> {
             ));
         };
         let key = k.trim().to_string();
-        let entries = blocks.entry(block.clone()).or_default();
-        if entries.iter().any(|(e, _)| *e == key) {
-            return Err(err(
-                path,
-                format!(
-                    "line {}: key {key:?} repeated in block [{block}] (use a comma list)",
-                    i + 1
-                ),
-            ));
+        if key.is_empty() {
+            return Err(err(path, format!("line {}: empty key: {raw}", i + 1)));
         }
-        entries.push((key, Value::Text(v.trim().to_string())));
+        // As GKeyFile: blanks after `=` are dropped, trailing ones are part of the value.
+        let value = Value::Text(v.trim_start().to_string());
+        let entries = blocks.entry(block.clone()).or_default();
+        // A repeated key (also in a repeated [block]): the last one wins, as in GKeyFile; values
+        // never accumulate (lists are comma lists).
+        match entries.iter_mut().find(|(e, _)| *e == key) {
+            Some(e) => {
+                crate::warning!(
+                    "{}: line {}: key {key:?} repeated in block [{block}]: the last one is used",
+                    path.display(),
+                    i + 1
+                );
+                e.1 = value;
+            }
+            None => entries.push((key, value)),
+        }
     }
     Ok(ConfFile {
         path: path.to_path_buf(),
@@ -216,11 +237,15 @@ impl ConfFile {
                 ));
             }
             let Some(entries) = self.blocks.get(&n) else {
-                if first && n == "default" {
-                    // No [default] block: nothing configured (clsync reads such a file fine).
-                    return Ok(out);
+                // A missing block (the -K block, or a parent) configures nothing; clsync reads
+                // such a file fine.
+                if !(first && n == "default") {
+                    crate::warning!(
+                        "{}: no block [{n}]: nothing read from it",
+                        self.path.display()
+                    );
                 }
-                return Err(err(&self.path, format!("no block [{n}]")));
+                return Ok(out);
             };
             chain.push(n.clone());
             for (k, v) in entries {
@@ -318,24 +343,45 @@ mod tests {
     }
 
     #[test]
-    fn cycles_and_missing_blocks_are_errors_not_hangs() {
+    fn cycles_are_errors_not_hangs_and_missing_blocks_configure_nothing() {
         let f = kf("[a]\nconfig-block-inherits=b\n[b]\nconfig-block-inherits=a\n");
         let e = f.resolve("a", None).unwrap_err();
         assert!(e.msg.contains("cycle: a -> b -> a"), "{e}");
-        assert!(f
-            .resolve("nope", None)
+        assert!(f.resolve("nope", None).unwrap().is_empty());
+        let f = kf("[a]\nlabel=a\nconfig-block-inherits=gone\n");
+        assert_eq!(f.resolve("a", None).unwrap().len(), 1);
+        assert!(kf("").resolve("default", None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn keyfile_values_keep_trailing_blanks_and_names_are_checked_like_gkeyfile() {
+        let f = kf("[a]\r\n  x = \t v \t\r\n");
+        assert_eq!(
+            f.resolve("a", None).unwrap(),
+            [("x".to_string(), Value::Text("v \t".into()))]
+        );
+        for bad in ["[a]\n= v\n", "[]\n", "[a]b]\n", "x = 1\n[a]\n"] {
+            assert!(parse_keyfile(Path::new("t"), bad).is_err(), "{bad:?}");
+        }
+        assert!(load(Path::new("/dev/null"))
             .unwrap_err()
             .msg
-            .contains("no block [nope]"));
-        assert!(kf("").resolve("default", None).unwrap().is_empty());
+            .contains("not a regular file"));
     }
 
     #[test]
     fn keyfile_errors_name_the_line() {
         let e = parse_keyfile(Path::new("t"), "[a]\nnonsense\n").unwrap_err();
         assert!(e.msg.contains("line 2"), "{e}");
-        let e = parse_keyfile(Path::new("t"), "[a]\nx=1\nx=2\n").unwrap_err();
-        assert!(e.msg.contains("repeated"), "{e}");
+        // A repeated key, also across a repeated block: the last value (GKeyFile).
+        let f = parse_keyfile(Path::new("t"), "[a]\nx=1\ny=0\n[b]\n[a]\nx=2\n").unwrap();
+        assert_eq!(
+            f.resolve("a", None).unwrap(),
+            [
+                ("x".to_string(), Value::Text("2".into())),
+                ("y".to_string(), Value::Text("0".into()))
+            ]
+        );
     }
 
     #[test]

@@ -900,7 +900,8 @@ pub fn check_inotify_roundtrip(evs: &[RawEvent<'_>], extra: usize) {
 
 /// clsync's numbers (strtol with base 0), written independently: blanks (space, tab, CR, LF)
 /// around, an optional `+`, then `0x`/`0X` and hex digits, or `0` and octal digits, or decimal
-/// digits; the value must fit in 64 bits. Nothing else: no sign after a prefix, no `-`.
+/// digits; the value must fit in 64 bits; only blanks (or nothing) is 0. Nothing else: no sign
+/// after a prefix, no `-`.
 ///
 /// A byte-at-a-time state machine, deliberately unlike `parse_num`'s prefix stripping, so the
 /// two can disagree when one of them is wrong.
@@ -948,7 +949,9 @@ pub fn reference_num(s: &str) -> Option<u64> {
     match st {
         St::Zero => Some(0),
         St::Num(_) | St::Trail => Some(v),
-        St::Lead | St::Sign | St::HexStart => None,
+        // Nothing but blanks: strtol reads 0 and stops at the end, which clsync accepts.
+        St::Lead => Some(0),
+        St::Sign | St::HexStart => None,
     }
 }
 
