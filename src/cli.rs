@@ -1086,6 +1086,9 @@ fn apply_expanded(cli: &mut Cli, values: &std::collections::BTreeMap<String, Str
         ("pre-exit-hook", &mut cli.pre_exit_hook),
         ("cgroup-group-name", &mut cli.cgroup_group_name),
         ("standby-file", &mut cli.standby_file),
+        ("chroot", &mut cli.chroot),
+        ("pivot-root", &mut cli.pivot_root),
+        ("mountpoints", &mut cli.mountpoints),
     ] {
         if let Some(v) = values.get(name) {
             *field = Some(v.clone());
