@@ -252,6 +252,11 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// On signal SIG, switch to configuration block BLOCK (comma list of SIG:BLOCK, repeatable;
+    /// `0` clears the list). Every block is read and checked at start
+    #[arg(long = "custom-signals", value_name = "SIG:BLOCK[,...]", action = ArgAction::Append)]
+    pub custom_signals: Vec<String>,
+
     /// Parallel syncs: off, safe (never two syncs of one path at once), full
     #[arg(short = 'p', long = "threading", value_enum, default_value = "off")]
     pub threading: Threading,
@@ -555,6 +560,64 @@ pub struct CliError {
 pub fn parse_with_config(
     argv: Vec<std::ffi::OsString>,
 ) -> Result<Result<Cli, CliError>, clap::Error> {
+    parse_merged(argv, None)
+}
+
+/// Options a --custom-signals block cannot change at run time and that the validated
+/// configuration does not hold (so [`crate::config::Config`] cannot compare them): a block that
+/// gives one a value other than the start block's gets a warning and the start value stays.
+/// The block-selecting keys themselves (config-file, config-block, config-block-inherits) are
+/// skipped silently.
+pub const FIXED_AT_RUN_TIME: &[&str] = &[
+    "custom-signals",
+    "add-permitted-hook-files",
+    "monitor",
+    "output",
+    "syslog-socket",
+    "syslog-facility",
+    "syslog-ident",
+    "verbose",
+    "debug",
+    "quiet",
+    "chroot",
+    "pivot-root",
+    "mountpoints",
+    "preserve-capabilities",
+    "inherit-capabilities",
+    "detach-network",
+    "detach-ipc",
+    "detach-miscellanea",
+    "secure-splitting",
+    "seccomp-filter",
+    "forbid-devices",
+    "check-execvp-arguments",
+    "forget-privthread-info",
+    "permit-mprotect",
+    "shm-mprotect",
+    "fts-experimental-optimization",
+    "exit-on-sync-skipping",
+    "sync-on-quit",
+    "socket-auth",
+];
+
+/// The command line as for `--custom-signals SIG:block`: the start configuration (command line
+/// and start block, as [`parse_with_config`]) with the keys of `block` (and the blocks it
+/// inherits) overriding it, as clsync re-reads a block on its signal. Keys of
+/// [`FIXED_AT_RUN_TIME`] are not taken (a warning when they differ from the start block's).
+pub fn parse_block(argv: Vec<std::ffi::OsString>, block: &str) -> Result<Cli, CliError> {
+    match parse_merged(argv, Some(block)) {
+        Ok(r) => r,
+        Err(e) => Err(CliError {
+            code: 22,
+            msg: e.to_string().trim_end().to_string(),
+        }),
+    }
+}
+
+fn parse_merged(
+    argv: Vec<std::ffi::OsString>,
+    over: Option<&str>,
+) -> Result<Result<Cli, CliError>, clap::Error> {
     use crate::confile::{self, Value};
     use clap::parser::ValueSource;
     use clap::{ArgAction, CommandFactory, FromArgMatches};
@@ -584,6 +647,14 @@ pub fn parse_with_config(
                 None
             }),
     };
+    if file.is_none() {
+        if let Some(b) = over {
+            return Ok(Err(CliError {
+                code: 22,
+                msg: format!("block [{b}]: no configuration file is read (give one with -H)"),
+            }));
+        }
+    }
     let Some(file) = file else {
         let mut cli = cli;
         expand_options(&mut cli, &cmd, &matches);
@@ -606,6 +677,10 @@ pub fn parse_with_config(
         vec![argv.first().cloned().unwrap_or_else(|| "clsync".into())];
     let mut positional: Vec<String> = Vec::new();
     let mut initial_args: Option<String> = None;
+    let start_text: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, v)| (k.clone(), value_text(v)))
+        .collect();
     for (key, value) in keys {
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -672,14 +747,116 @@ pub fn parse_with_config(
         }
     }
     extra.extend(argv.iter().skip(1).cloned());
+    let mut block_positional: Option<Vec<String>> = None;
+    if let Some(b) = over {
+        let keys = match file.resolve(b, None) {
+            Ok(k) => k,
+            Err(e) => {
+                return Ok(Err(CliError {
+                    code: 22,
+                    msg: e.to_string(),
+                }))
+            }
+        };
+        // The block's options go before a `--` of the command line (after it, all is positional).
+        let at = extra
+            .iter()
+            .skip(1)
+            .position(|a| a == "--")
+            .map_or(extra.len(), |i| i + 1);
+        let mut ov: Vec<std::ffi::OsString> = Vec::new();
+        for (key, value) in keys {
+            let text = value_text(&value);
+            match key.as_str() {
+                "--" => {
+                    block_positional = Some(match value {
+                        Value::Args(a) => a,
+                        Value::Text(t) => confile::split_args(&t),
+                    });
+                    continue;
+                }
+                "---" => {
+                    initial_args = Some(match value {
+                        Value::Args(a) => a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" "),
+                        Value::Text(t) => t,
+                    });
+                    continue;
+                }
+                "config-file" | "config-block" | "config-block-inherits" => continue,
+                k if FIXED_AT_RUN_TIME.contains(&k) => {
+                    if !start_text.iter().any(|(sk, st)| *sk == key && *st == text) {
+                        crate::warning!(
+                            "{}: block [{b}]: {key:?} cannot change at run time: the start value is kept",
+                            file.path.display()
+                        );
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(arg) = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()))
+            else {
+                let what = if CLSYNC_OPTIONS.contains(&key.as_str()) {
+                    "is not implemented by this build yet"
+                } else {
+                    "is an unknown key"
+                };
+                let msg = format!("{}: block [{b}]: option {key:?} {what}", file.path.display());
+                if file.strict || CLSYNC_OPTIONS.contains(&key.as_str()) {
+                    return Ok(Err(CliError { code: 22, msg }));
+                }
+                crate::warning!("{msg}: ignored");
+                continue;
+            };
+            match arg.get_action() {
+                ArgAction::SetTrue => {
+                    if matches!(text.trim(), "" | "0" | "false") {
+                        // Off, whatever the command line or the start block said.
+                        let short = arg.get_short().map(|c| format!("-{c}"));
+                        let long = format!("--{key}");
+                        extra.retain(|o| {
+                            let o = o.to_string_lossy();
+                            o != long && short.as_deref() != Some(&*o)
+                        });
+                    } else {
+                        ov.push(format!("--{key}").into());
+                    }
+                }
+                ArgAction::Count => {
+                    let n: usize = text.trim().parse().unwrap_or(1);
+                    ov.extend(std::iter::repeat_n(
+                        std::ffi::OsString::from(format!("--{key}")),
+                        n,
+                    ));
+                }
+                _ => ov.push(format!("--{key}={text}").into()),
+            }
+        }
+        let at = at.min(extra.len());
+        extra.splice(at..at, ov);
+    }
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
     let mut merged = Cli::from_arg_matches(&m)?;
-    merged.handler_args.extend(positional);
-    if merged.initialsync_args.is_none() {
+    match block_positional {
+        // The block's handler arguments replace the command line's and the start block's.
+        Some(a) => merged.handler_args = a,
+        None => merged.handler_args.extend(positional),
+    }
+    if merged.initialsync_args.is_none() || over.is_some() && initial_args.is_some() {
         merged.initialsync_args = initial_args;
     }
     expand_options(&mut merged, &cmd, &m);
     Ok(Ok(merged))
+}
+
+/// A configuration value as the text of an option's value.
+fn value_text(v: &crate::confile::Value) -> String {
+    match v {
+        crate::confile::Value::Text(t) => t.clone(),
+        crate::confile::Value::Args(a) => a.join(" "),
+    }
 }
 
 /// One argument as a word [`crate::confile::split_args`] gives back unchanged.
