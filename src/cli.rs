@@ -777,7 +777,9 @@ fn parse_merged(
                 }
                 "---" => {
                     initial_args = Some(match value {
-                        Value::Args(a) => a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" "),
+                        Value::Args(a) => {
+                            a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" ")
+                        }
                         Value::Text(t) => t,
                     });
                     continue;
@@ -803,7 +805,10 @@ fn parse_merged(
                 } else {
                     "is an unknown key"
                 };
-                let msg = format!("{}: block [{b}]: option {key:?} {what}", file.path.display());
+                let msg = format!(
+                    "{}: block [{b}]: option {key:?} {what}",
+                    file.path.display()
+                );
                 if file.strict || CLSYNC_OPTIONS.contains(&key.as_str()) {
                     return Ok(Err(CliError { code: 22, msg }));
                 }

@@ -395,7 +395,9 @@ fn reserved_signal(sig: u64) -> Option<&'static str> {
         29 => "the daemon already uses signal 29 (dump of the queues)",
         13 => "SIGPIPE is raised by the daemon's own writes to closed connections",
         31 => "SIGSYS reports the worker's seccomp violations",
-        4 | 5 | 6 | 7 | 8 | 11 => "it signals a fault in the process (SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV)",
+        4 | 5 | 6 | 7 | 8 | 11 => {
+            "it signals a fault in the process (SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV)"
+        }
         32 | 33 => "the C library reserves signals 32 and 33",
         65..=512 => "Linux has no signal above 64 (SIGRTMAX)",
         _ => return None,
@@ -532,9 +534,12 @@ impl Config {
         }
         // The default dump dir follows the label, which may change: only an explicit one warns.
         let default_dump = |cfg: &Config| {
-            cfg.dump_dir
-                .as_ref()
-                .is_some_and(|d| d == &dump_dir_path(&cfg.watch_dir, &format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cfg.label)))
+            cfg.dump_dir.as_ref().is_some_and(|d| {
+                d == &dump_dir_path(
+                    &cfg.watch_dir,
+                    &format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cfg.label),
+                )
+            })
         };
         if default_dump(c) || c.dump_dir.is_none() && c.dump_off.is_some() {
             c.dump_dir = self.dump_dir.clone();
@@ -1266,10 +1271,7 @@ impl Config {
             "custom-signals",
             self.custom_signals
                 .iter()
-                .filter_map(|(sig, i)| {
-                    self.block_config(*i)
-                        .map(|c| format!("{sig}:{}", c.block))
-                })
+                .filter_map(|(sig, i)| self.block_config(*i).map(|c| format!("{sig}:{}", c.block)))
                 .collect::<Vec<_>>()
                 .join(","),
         );
@@ -1295,6 +1297,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_signals_lists_reset_with_zero_and_a_repeated_signal_keeps_its_last_block() {
+        let l =
+            |v: &[&str]| parse_custom_signals(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            l(&["40:a,41:b", "40:c"]).unwrap(),
+            vec![(41, "b".to_string()), (40, "c".to_string())]
+        );
+        assert_eq!(l(&["40:a,0,0x2a:z"]).unwrap(), vec![(42, "z".to_string())]);
+        assert_eq!(l(&["40:a", "0"]).unwrap(), vec![]);
+        for bad in ["40", "40:", "x:b", "-1:b", "513:b", "9:b", "33:b"] {
+            assert!(l(&[bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn splitting_in_words_and_numbers() {

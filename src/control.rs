@@ -114,9 +114,8 @@ const POLICY_KEYS: &[&str] = &[
 /// Reads `set`'s key and value into a [`Setting`].
 pub fn setting(key: &str, value: &str) -> Result<Setting, SetError> {
     let num = |what: &str| {
-        crate::cli::parse_num(value).map_err(|_| {
-            SetError::Invalid(format!("{what}: value \"{value}\" is not a number"))
-        })
+        crate::cli::parse_num(value)
+            .map_err(|_| SetError::Invalid(format!("{what}: value \"{value}\" is not a number")))
     };
     Ok(match key {
         "config-block" => {
@@ -545,6 +544,51 @@ mod tests {
     }
 
     #[test]
+    fn set_reads_clsyncs_terminated_form_and_plain_words() {
+        let set = |line: &str| answer(line, &snap()).unwrap();
+        assert_eq!(
+            set("3 211 config-block\x03/ b\x03/\n").2,
+            Action::Set {
+                num: 3,
+                setting: Setting::ConfigBlock("b".into())
+            }
+        );
+        assert_eq!(
+            set("4 211 delay-sync 0x10\n").2,
+            Action::Set {
+                num: 4,
+                setting: Setting::DelaySync(16)
+            }
+        );
+        assert_eq!(
+            set("5 211 retries\x03/ 3\n").2,
+            Action::Set {
+                num: 5,
+                setting: Setting::Retries(3)
+            }
+        );
+        let (r, end, a) = set("6 211 sync-handler /bin/sh\n");
+        assert!(!end && a == Action::None);
+        assert!(r
+            .unwrap()
+            .starts_with("6 164 sync-handler: it would change the privileged helper's policy"));
+        let r = set("7 211 pid-file\x03/ /x\x03/\n").0.unwrap();
+        assert!(r.starts_with("7 164 pid-file: fixed at run time"), "{r}");
+        let r = set("8 211 bogus 1\n").0.unwrap();
+        assert_eq!(
+            r,
+            "8 162 unknown key \"bogus\"\x03/ :Invalid argument: \"unknown key \"bogus\"\".\n"
+        );
+        let r = set("9 211 delay-collect x\n").0.unwrap();
+        assert!(
+            r.starts_with("9 162 delay-collect: value \"x\" is not a number"),
+            "{r}"
+        );
+        assert!(set("10 211\n").0.unwrap().starts_with("10 162 unknown key"));
+        assert_eq!(set_reply(11, &Ok(())), "11 311  :Set\n");
+    }
+
+    #[test]
     fn json_status_is_escaped() {
         let (r, ..) = answer("status\n", &snap()).unwrap();
         let r = r.unwrap();
@@ -554,5 +598,10 @@ mod tests {
             "{r}"
         );
         assert!(r.ends_with("}\n"));
+        assert!(
+            r.contains("\"config_block\":\"default\"")
+                && r.contains("\"settings\":{\"delay-sync\":30,\"retries\":1}"),
+            "{r}"
+        );
     }
 }

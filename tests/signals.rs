@@ -157,7 +157,10 @@ fn custom_signal_switches_to_its_block_and_keeps_what_was_queued() {
     wait_queued(&mut d, &sock);
     assert_eq!(calls(&record).len(), 1, "{:?}", calls(&record));
     assert_eq!(std_kill(d.pid, SIG), 0);
-    d.wait_log(SYNC_TIMEOUT, &format!("signal {SIG}: switched to config block b"));
+    d.wait_log(
+        SYNC_TIMEOUT,
+        &format!("signal {SIG}: switched to config block b"),
+    );
     assert_synced_under_b(&mut d, &s, &record);
     let status = ask(&sock, "status\n");
     assert!(status.contains("\"config_block\":\"b\""), "{status}");
@@ -188,7 +191,10 @@ fn socket_set_config_block_switches_like_the_signal() {
     let r = ask(&sock, "3 211 config-block nosuch\n");
     assert!(r.starts_with("3 162 ") && r.contains("\"nosuch\""), "{r}");
     // clsync's terminated form.
-    assert_eq!(ask(&sock, "4 211 config-block\x03/ b\x03/\n"), "4 311  :Set\n");
+    assert_eq!(
+        ask(&sock, "4 211 config-block\x03/ b\x03/\n"),
+        "4 311  :Set\n"
+    );
     d.wait_log(SYNC_TIMEOUT, "control socket: switched to config block b");
     assert_synced_under_b(&mut d, &s, &record);
 }
@@ -264,7 +270,11 @@ fn custom_signals_naming_a_missing_block_refuse_the_start() {
     // The daemon does not start either.
     let mut d = Daemon::start(
         &s,
-        &["-H".into(), c.into(), "--custom-signals=40:b,41:nosuch".into()],
+        &[
+            "-H".into(),
+            c.into(),
+            "--custom-signals=40:b,41:nosuch".into(),
+        ],
         &[],
     );
     let st = d.wait_exit(START_TIMEOUT).expect("the daemon started");
@@ -273,7 +283,8 @@ fn custom_signals_naming_a_missing_block_refuse_the_start() {
     // A block that does not validate: named too.
     fs::write(
         &conf,
-        fs::read_to_string(&conf).unwrap() + "\n[bad]\nconfig-block-inherits = default\ndelay-sync = soon\n",
+        fs::read_to_string(&conf).unwrap()
+            + "\n[bad]\nconfig-block-inherits = default\ndelay-sync = soon\n",
     )
     .unwrap();
     let (code, _, err) = check(&["-H", c, "--custom-signals", "42:bad"]);
@@ -292,7 +303,10 @@ fn custom_signals_naming_a_missing_block_refuse_the_start() {
         out.contains(&format!("[b] watch-dir = {}\n", s.src().display())),
         "{out}"
     );
-    assert!(err.contains("block [b] sets watch-dir differently"), "{err}");
+    assert!(
+        err.contains("block [b] sets watch-dir differently"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -351,5 +365,8 @@ fn a_block_with_another_mode_refuses_the_start() {
     .unwrap();
     let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "--custom-signals", "40:m"]);
     assert_eq!(code, 22, "{err}");
-    assert!(err.contains("40:m") && err.contains("mode cannot change"), "{err}");
+    assert!(
+        err.contains("40:m") && err.contains("mode cannot change"),
+        "{err}"
+    );
 }

@@ -202,7 +202,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             if let Some(mut cg) = cgroups {
                 cg.disarm();
             }
-            let sigfd = worker::signal_fd(&cfg.custom_signal_numbers()).map_err(|e| fail(1, format!("signalfd: {e}")))?;
+            let sigfd = worker::signal_fd(&cfg.custom_signal_numbers())
+                .map_err(|e| fail(1, format!("signalfd: {e}")))?;
             let chan = Channel::new(wsock);
             // janitor_write is never written: its closing at our exit is the message.
             let mut keep = vec![

@@ -185,10 +185,10 @@ pub struct Worker {
     keep_excludes: bool,
     /// --have-recursive-sync: directories (relative; the root is empty) waiting for their
     /// `initialsync` call, which runs before any other pass, without delay.
-    recursive: VecDeque<Vec<u8>>,    /// Every configuration the daemon may switch to (index = the helper's policy index: 0 the
-    /// start configuration, then the --custom-signals blocks), and the one in force.
+    recursive: VecDeque<Vec<u8>>,
+    /// Every configuration the daemon may switch to (index = the helper's policy index: 0 the
+    /// start configuration, then the --custom-signals blocks); `cfg` is the one in force.
     blocks: Vec<Config>,
-    block_index: usize,
     /// --custom-signals: signal number → block index.
     custom_signals: Vec<(i32, usize)>,
     /// A block switch asked for (index, what asked), done once no handler runs.
@@ -222,7 +222,6 @@ impl Worker {
         let keep_excludes = s.cfg.mode.is_rsync() || policy.lists().contains(&ListKind::Exclude);
         Worker {
             blocks,
-            block_index: 0,
             custom_signals,
             pending_block: None,
             keep_excludes,

@@ -35,7 +35,6 @@ impl Worker {
             return Ok(());
         };
         self.client.select_policy(index as u32)?;
-        self.block_index = index;
         self.cfg = cfg;
         self.policy = ExecPolicy::from_config(&self.cfg);
         self.keep_excludes =
