@@ -571,6 +571,7 @@ impl Config {
             modification_signature => "modification-signature",
             cancel_mon_stat => "cancel-syscalls",
             have_recursive_sync => "have-recursive-sync",
+            prefer_include => "rsync-prefer-include",
             exit_on_no_events => "exit-on-no-events",
             only_initialsync => "only-initialsync",
             skip_initialsync => "skip-initialsync",
