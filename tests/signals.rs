@@ -121,8 +121,9 @@ fn wait_queued(d: &mut Daemon, sock: &Path) {
 /// After the switch: the change queued before it and a new one are synced under block b (its
 /// argv, destination and rules), nothing under block a; a secret file b's rules refuse is not.
 fn assert_synced_under_b(d: &mut Daemon, s: &Scratch, record: &Path) {
-    fs::write(s.src().join("after.txt"), "2").unwrap();
+    // The secret first: any call that could carry it is recorded before the one with after.txt.
     fs::write(s.src().join("x.secret"), "s").unwrap();
+    fs::write(s.src().join("after.txt"), "2").unwrap();
     d.wait_until(SYNC_TIMEOUT, "both files synced by block b", |_| {
         let c = calls(record).join("\n");
         c.contains(" before.txt ") && c.contains(" after.txt ")
@@ -218,7 +219,9 @@ fn socket_set_changes_worker_tunables_and_refuses_policy_keys() {
     assert!(r.starts_with("7 162 ") && r.contains("no-such-key"), "{r}");
     let r = ask(&sock, "8 211 delay-sync soon\n");
     assert!(r.starts_with("8 162 ") && r.contains("\"soon\""), "{r}");
-    // A change waits for the hour-long collect delay, until `set delay-collect 0`.
+    // A change waits for the hour-long collect delay, until `set delay-collect 0`. (Block
+    // default's rules let x.secret through, block b's do not.)
+    fs::write(s.src().join("x.secret"), "s").unwrap();
     fs::write(s.src().join("before.txt"), "1").unwrap();
     wait_queued(&mut d, &sock);
     assert_eq!(ask(&sock, "9 211 delay-sync 0\n"), "9 311  :Set\n");
@@ -228,8 +231,9 @@ fn socket_set_changes_worker_tunables_and_refuses_policy_keys() {
         status.contains("\"delay-sync\":0") && status.contains("\"delay-collect\":0"),
         "{status}"
     );
-    d.wait_until(SYNC_TIMEOUT, "the queued file synced", |_| {
-        calls(&record).iter().any(|c| c.contains(" before.txt "))
+    d.wait_until(SYNC_TIMEOUT, "the queued files synced", |_| {
+        let c = calls(&record).join("\n");
+        c.contains(" before.txt ") && c.contains(" x.secret ")
     });
     // Still block default's handler and arguments.
     let d1 = s.path("d1").display().to_string();
