@@ -748,6 +748,7 @@ fn parse_merged(
     }
     extra.extend(argv.iter().skip(1).cloned());
     let mut block_positional: Option<Vec<String>> = None;
+    let mut block_initial: Option<String> = None;
     if let Some(b) = over {
         let keys = match file.resolve(b, None) {
             Ok(k) => k,
@@ -758,12 +759,6 @@ fn parse_merged(
                 }))
             }
         };
-        // The block's options go before a `--` of the command line (after it, all is positional).
-        let at = extra
-            .iter()
-            .skip(1)
-            .position(|a| a == "--")
-            .map_or(extra.len(), |i| i + 1);
         let mut ov: Vec<std::ffi::OsString> = Vec::new();
         for (key, value) in keys {
             let text = value_text(&value);
@@ -776,7 +771,7 @@ fn parse_merged(
                     continue;
                 }
                 "---" => {
-                    initial_args = Some(match value {
+                    block_initial = Some(match value {
                         Value::Args(a) => {
                             a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" ")
                         }
@@ -839,7 +834,12 @@ fn parse_merged(
                 _ => ov.push(format!("--{key}={text}").into()),
             }
         }
-        let at = at.min(extra.len());
+        // The block's options go before a `--` of the command line (after it, all is positional).
+        let at = extra
+            .iter()
+            .skip(1)
+            .position(|a| a == "--")
+            .map_or(extra.len(), |i| i + 1);
         extra.splice(at..at, ov);
     }
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
@@ -849,7 +849,10 @@ fn parse_merged(
         Some(a) => merged.handler_args = a,
         None => merged.handler_args.extend(positional),
     }
-    if merged.initialsync_args.is_none() || over.is_some() && initial_args.is_some() {
+    if block_initial.is_some() {
+        // The block's `---` wins over the command line's, as its other keys do.
+        merged.initialsync_args = block_initial;
+    } else if merged.initialsync_args.is_none() {
         merged.initialsync_args = initial_args;
     }
     expand_options(&mut merged, &cmd, &m);
@@ -1204,6 +1207,57 @@ mod tests {
         assert_eq!(c.mode, Some(ModeArg::Direct));
         assert_eq!(c.watch_dir.as_deref(), Some("x"));
         assert_eq!(c.handler_args, ["a", "-b", "%INCLUDE-LIST%"]);
+    }
+
+    #[test]
+    fn a_custom_signals_block_overrides_the_start_configuration_and_the_command_line() {
+        let conf =
+            std::env::temp_dir().join(format!("clsync-cli-block-{}.conf", std::process::id()));
+        std::fs::write(
+            &conf,
+            "[default]\nlabel = start\ndelay-sync = 7\nbackground = 1\n--- = one %INCLUDE-LIST%\n-- = a b\n\n\
+             [b]\nconfig-block-inherits = default\ndelay-sync = 1\nbackground = 0\nverbose = 3\n-- = c\n\n\
+             [c]\nretries = 4\n",
+        )
+        .unwrap();
+        let argv = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+            [
+                "clsync",
+                "-H",
+                conf.to_str().unwrap(),
+                "-w",
+                "5",
+                "-l",
+                "cmd",
+            ]
+            .iter()
+            .chain(extra)
+            .map(Into::into)
+            .collect()
+        };
+        let start = parse_with_config(argv(&["-----=cmdline %INCLUDE-LIST%", "-b"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((start.delay_sync, start.label.as_str()), (5, "cmd"));
+        let b = parse_block(argv(&["-----=cmdline %INCLUDE-LIST%", "-b"]), "b").unwrap();
+        // The block's keys (with those it inherits) win over the command line.
+        assert_eq!((b.delay_sync, b.label.as_str()), (1, "start"));
+        assert!(!b.background, "background = 0 in the block turns -b off");
+        assert_eq!(b.verbose, 0, "logging is fixed at run time");
+        assert_eq!(b.handler_args, ["c"]);
+        assert_eq!(b.initialsync_args.as_deref(), Some("one %INCLUDE-LIST%"));
+        // A block without `---` or `--` keeps the command line's and the start's.
+        let c = parse_block(argv(&["-----=cmdline %INCLUDE-LIST%", "--", "x"]), "c").unwrap();
+        // What the block does not set stays.
+        assert_eq!((c.retries, c.delay_sync, c.label.as_str()), (4, 5, "cmd"));
+        assert_eq!(
+            c.initialsync_args.as_deref(),
+            Some("cmdline %INCLUDE-LIST%")
+        );
+        assert_eq!(c.handler_args, ["x", "a", "b"]);
+        let e = parse_block(argv(&[]), "nosuch").unwrap_err();
+        assert!(e.msg.contains("no block [nosuch]"), "{}", e.msg);
+        let _ = std::fs::remove_file(&conf);
     }
 
     #[test]
