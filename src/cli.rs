@@ -267,6 +267,11 @@ pub struct Cli {
     #[arg(long = "config-block-inherits", value_name = "NAME")]
     pub config_block_inherits: Option<String>,
 
+    /// On signal SIG, switch to configuration block BLOCK (comma list of SIG:BLOCK, repeatable;
+    /// `0` clears the list). Every block is read and checked at start
+    #[arg(long = "custom-signals", value_name = "SIG:BLOCK[,...]", action = ArgAction::Append)]
+    pub custom_signals: Vec<String>,
+
     /// Parallel syncs: off, safe (never two syncs of one path at once), full
     #[arg(short = 'p', long = "threading", value_enum, default_value = "off")]
     pub threading: Threading,
@@ -600,6 +605,64 @@ pub struct CliError {
 pub fn parse_with_config(
     argv: Vec<std::ffi::OsString>,
 ) -> Result<Result<Cli, CliError>, clap::Error> {
+    parse_merged(argv, None)
+}
+
+/// Options a --custom-signals block cannot change at run time and that the validated
+/// configuration does not hold (so [`crate::config::Config`] cannot compare them): a block that
+/// gives one a value other than the start block's gets a warning and the start value stays.
+/// The block-selecting keys themselves (config-file, config-block, config-block-inherits) are
+/// skipped silently.
+pub const FIXED_AT_RUN_TIME: &[&str] = &[
+    "custom-signals",
+    "add-permitted-hook-files",
+    "monitor",
+    "output",
+    "syslog-socket",
+    "syslog-facility",
+    "syslog-ident",
+    "verbose",
+    "debug",
+    "quiet",
+    "chroot",
+    "pivot-root",
+    "mountpoints",
+    "preserve-capabilities",
+    "inherit-capabilities",
+    "detach-network",
+    "detach-ipc",
+    "detach-miscellanea",
+    "secure-splitting",
+    "seccomp-filter",
+    "forbid-devices",
+    "check-execvp-arguments",
+    "forget-privthread-info",
+    "permit-mprotect",
+    "shm-mprotect",
+    "fts-experimental-optimization",
+    "exit-on-sync-skipping",
+    "sync-on-quit",
+    "socket-auth",
+];
+
+/// The command line as for `--custom-signals SIG:block`: the start configuration (command line
+/// and start block, as [`parse_with_config`]) with the keys of `block` (and the blocks it
+/// inherits) overriding it, as clsync re-reads a block on its signal. Keys of
+/// [`FIXED_AT_RUN_TIME`] are not taken (a warning when they differ from the start block's).
+pub fn parse_block(argv: Vec<std::ffi::OsString>, block: &str) -> Result<Cli, CliError> {
+    match parse_merged(argv, Some(block)) {
+        Ok(r) => r,
+        Err(e) => Err(CliError {
+            code: 22,
+            msg: e.to_string().trim_end().to_string(),
+        }),
+    }
+}
+
+fn parse_merged(
+    argv: Vec<std::ffi::OsString>,
+    over: Option<&str>,
+) -> Result<Result<Cli, CliError>, clap::Error> {
     use crate::confile::{self, Value};
     use clap::parser::ValueSource;
     use clap::{ArgAction, CommandFactory, FromArgMatches};
@@ -609,7 +672,7 @@ pub fn parse_with_config(
     let matches = cmd.clone().try_get_matches_from(argv.iter())?;
     let cli = Cli::from_arg_matches(&matches)?;
     let mut expander = Expander::new(&cmd);
-    let cli_values = expander.command_line(&cmd, &argv);
+    let mut cli_values = expander.command_line(&cmd, &argv);
     // `-H ''` is not given: the search list is read (as clsync).
     let file = match cli.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some("/NULL/") => None,
@@ -632,6 +695,14 @@ pub fn parse_with_config(
                 None
             }),
     };
+    if file.is_none() {
+        if let Some(b) = over {
+            return Ok(Err(CliError {
+                code: 22,
+                msg: format!("block [{b}]: no configuration file is read (give one with -H)"),
+            }));
+        }
+    }
     let Some(file) = file else {
         let mut cli = cli;
         handler_args_from_lines(&mut cli);
@@ -663,6 +734,10 @@ pub fn parse_with_config(
             .position(|o| o == k)
             .unwrap_or(CLSYNC_OPTIONS.len())
     });
+    let start_text: Vec<(String, String)> = keys
+        .iter()
+        .map(|(k, v)| (k.clone(), value_text(v)))
+        .collect();
     for (key, value) in keys {
         let text = match &value {
             Value::Text(t) => t.clone(),
@@ -741,14 +816,134 @@ pub fn parse_with_config(
         }
     }
     extra.extend(argv.iter().skip(1).cloned());
+    let mut block_positional: Option<Vec<String>> = None;
+    let mut block_initial: Option<String> = None;
+    if let Some(b) = over {
+        // A --custom-signals block must exist (a missing -K block configures nothing, as in
+        // clsync; a signal that would switch to nothing is a mistake worth stopping the start).
+        if !file.blocks.contains_key(b) {
+            return Ok(Err(CliError {
+                code: 22,
+                msg: format!("{}: no block [{b}]", file.path.display()),
+            }));
+        }
+        let keys = match file.resolve(b, None) {
+            Ok(k) => k,
+            Err(e) => {
+                return Ok(Err(CliError {
+                    code: 22,
+                    msg: e.to_string(),
+                }))
+            }
+        };
+        let mut ov: Vec<std::ffi::OsString> = Vec::new();
+        for (key, value) in keys {
+            let text = value_text(&value);
+            match key.as_str() {
+                "--" => {
+                    block_positional = Some(match value {
+                        Value::Args(a) => a,
+                        Value::Text(t) => confile::split_args(&t),
+                    });
+                    continue;
+                }
+                "---" => {
+                    block_initial = Some(match value {
+                        Value::Args(a) => {
+                            a.iter().map(|w| quote_arg(w)).collect::<Vec<_>>().join(" ")
+                        }
+                        Value::Text(t) => t,
+                    });
+                    continue;
+                }
+                "config-file" | "config-block" | "config-block-inherits" => continue,
+                k if FIXED_AT_RUN_TIME.contains(&k) => {
+                    if !start_text.iter().any(|(sk, st)| *sk == key && *st == text) {
+                        crate::warning!(
+                            "{}: block [{b}]: {key:?} cannot change at run time: the start value is kept",
+                            file.path.display()
+                        );
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(arg) = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()))
+            else {
+                let what = if CLSYNC_OPTIONS.contains(&key.as_str()) {
+                    "is not implemented by this build yet"
+                } else {
+                    "is an unknown key"
+                };
+                let msg = format!(
+                    "{}: block [{b}]: option {key:?} {what}",
+                    file.path.display()
+                );
+                if file.strict || CLSYNC_OPTIONS.contains(&key.as_str()) {
+                    return Ok(Err(CliError { code: 22, msg }));
+                }
+                crate::warning!("{msg}: ignored");
+                continue;
+            };
+            // The block's value wins over the command line's, expanded as it is read.
+            cli_values.remove(&key);
+            let text = if arg.get_action().takes_values() {
+                expander.store(&key, &text)
+            } else {
+                text
+            };
+            match arg.get_action() {
+                ArgAction::SetTrue => {
+                    if matches!(text.trim(), "" | "0" | "false") {
+                        // Off, whatever the command line or the start block said.
+                        let short = arg.get_short().map(|c| format!("-{c}"));
+                        let long = format!("--{key}");
+                        extra.retain(|o| {
+                            let o = o.to_string_lossy();
+                            o != long && short.as_deref() != Some(&*o)
+                        });
+                    } else {
+                        ov.push(format!("--{key}").into());
+                    }
+                }
+                ArgAction::Count => {
+                    let n: usize = text.trim().parse().unwrap_or(1);
+                    ov.extend(std::iter::repeat_n(
+                        std::ffi::OsString::from(format!("--{key}")),
+                        n,
+                    ));
+                }
+                _ => ov.push(format!("--{key}={text}").into()),
+            }
+        }
+        // The block's options go before a `--` of the command line (after it, all is positional).
+        let at = extra
+            .iter()
+            .skip(1)
+            .position(|a| a == "--")
+            .map_or(extra.len(), |i| i + 1);
+        extra.splice(at..at, ov);
+    }
     let m = cmd.clone().try_get_matches_from(extra.iter())?;
     let mut merged = Cli::from_arg_matches(&m)?;
-    // The file's `--` follows the command line's positional arguments, unless `----=` set them.
-    if merged.handler_args_line.is_empty() {
-        merged.handler_args.extend(positional);
+    match block_positional {
+        // The block's handler arguments replace the command line's and the start block's.
+        Some(a) => merged.handler_args = a,
+        None => {
+            // The file's `--` follows the command line's positional arguments, unless `----=`
+            // set them.
+            if merged.handler_args_line.is_empty() {
+                merged.handler_args.extend(positional);
+            }
+            handler_args_from_lines(&mut merged);
+        }
     }
-    handler_args_from_lines(&mut merged);
-    if merged.initialsync_args.is_none() {
+    if block_initial.is_some() {
+        // The block's `---` wins over the command line's, as its other keys do.
+        merged.initialsync_args = block_initial;
+    } else if merged.initialsync_args.is_none() {
         merged.initialsync_args = initial_args;
     }
     apply_expanded(&mut merged, &cli_values);
@@ -762,6 +957,14 @@ fn handler_args_from_lines(cli: &mut Cli) {
         for line in &cli.handler_args_line {
             cli.handler_args.extend(crate::confile::split_args(line));
         }
+    }
+}
+
+/// A configuration value as the text of an option's value.
+fn value_text(v: &crate::confile::Value) -> String {
+    match v {
+        crate::confile::Value::Text(t) => t.clone(),
+        crate::confile::Value::Args(a) => a.join(" "),
     }
 }
 
@@ -1113,6 +1316,21 @@ mod tests {
     }
 
     #[test]
+    fn every_clsync_option_is_an_option_here() {
+        // A config key naming a clsync option this build lacked used to be refused ("not
+        // implemented by this build yet"); with all of them implemented that branch must
+        // stay unreachable.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        let missing: Vec<&&str> = CLSYNC_OPTIONS
+            .iter()
+            // clap's own; a config file's `help`/`version` key is handled before the lookup.
+            .filter(|o| !longs.contains(o) && !["help", "version"].contains(o))
+            .collect();
+        assert!(missing.is_empty(), "not options here: {missing:?}");
+    }
+
+    #[test]
     fn later_options_override_earlier_ones_and_lists_accumulate() {
         let c = parse(&["-w1", "-w", "5", "-x", "23", "-x", "24,025", "-t010"]);
         let lv = parse_with_config(
@@ -1206,6 +1424,57 @@ mod tests {
         assert_eq!(c.mode, Some(ModeArg::Direct));
         assert_eq!(c.watch_dir.as_deref(), Some("x"));
         assert_eq!(c.handler_args, ["a", "-b", "%INCLUDE-LIST%"]);
+    }
+
+    #[test]
+    fn a_custom_signals_block_overrides_the_start_configuration_and_the_command_line() {
+        let conf =
+            std::env::temp_dir().join(format!("clsync-cli-block-{}.conf", std::process::id()));
+        std::fs::write(
+            &conf,
+            "[default]\nlabel = start\ndelay-sync = 7\nbackground = 1\n--- = one %INCLUDE-LIST%\n-- = a b\n\n\
+             [b]\nconfig-block-inherits = default\ndelay-sync = 1\nbackground = 0\nverbose = 3\n-- = c\n\n\
+             [c]\nretries = 4\n",
+        )
+        .unwrap();
+        let argv = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+            [
+                "clsync",
+                "-H",
+                conf.to_str().unwrap(),
+                "-w",
+                "5",
+                "-l",
+                "cmd",
+            ]
+            .iter()
+            .chain(extra)
+            .map(Into::into)
+            .collect()
+        };
+        let start = parse_with_config(argv(&["-----=cmdline %INCLUDE-LIST%", "-b"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((start.delay_sync, start.label.as_str()), (5, "cmd"));
+        let b = parse_block(argv(&["-----=cmdline %INCLUDE-LIST%", "-b"]), "b").unwrap();
+        // The block's keys (with those it inherits) win over the command line.
+        assert_eq!((b.delay_sync, b.label.as_str()), (1, "start"));
+        assert!(!b.background, "background = 0 in the block turns -b off");
+        assert_eq!(b.verbose, 0, "logging is fixed at run time");
+        assert_eq!(b.handler_args, ["c"]);
+        assert_eq!(b.initialsync_args.as_deref(), Some("one %INCLUDE-LIST%"));
+        // A block without `---` or `--` keeps the command line's and the start's.
+        let c = parse_block(argv(&["-----=cmdline %INCLUDE-LIST%", "--", "x"]), "c").unwrap();
+        // What the block does not set stays.
+        assert_eq!((c.retries, c.delay_sync, c.label.as_str()), (4, 5, "cmd"));
+        assert_eq!(
+            c.initialsync_args.as_deref(),
+            Some("cmdline %INCLUDE-LIST%")
+        );
+        assert_eq!(c.handler_args, ["x", "a", "b"]);
+        let e = parse_block(argv(&[]), "nosuch").unwrap_err();
+        assert!(e.msg.contains("no block [nosuch]"), "{}", e.msg);
+        let _ = std::fs::remove_file(&conf);
     }
 
     #[test]

@@ -185,6 +185,15 @@ pub struct Config {
     pub splitting: Splitting,
     /// --chroot, --pivot-root, --mountpoints: done once at start, before the fork.
     pub root_switch: RootSwitch,
+    /// The configuration block this configuration comes from (-K, `default` without one).
+    pub block: String,
+    /// --custom-signals: each signal with the index of its block among the exec policies
+    /// (1 + its index in `alternates`; 0 is this, the start configuration).
+    pub custom_signals: Vec<(i32, usize)>,
+    /// The --custom-signals blocks, each a full configuration resolved and checked at start,
+    /// its run-time-fixed settings equal to the start configuration's (see
+    /// [`Config::with_custom_signals`]).
+    pub alternates: Vec<Config>,
 }
 
 /// `--pivot-root`: how `--chroot` changes the root (clsync's words; `""` is off).
@@ -491,7 +500,208 @@ fn permitted_hook_files(cli: &Cli) -> Result<Vec<String>, ConfigError> {
     Ok(files)
 }
 
+/// Signals --custom-signals may not name, and why: those that cannot be caught, those the daemon
+/// already acts on, faults, and the C library's own.
+fn reserved_signal(sig: u64) -> Option<&'static str> {
+    Some(match sig {
+        9 => "SIGKILL cannot be caught",
+        19 => "SIGSTOP cannot be caught",
+        1 => "the daemon already uses SIGHUP (reload the rules)",
+        2 => "the daemon already uses SIGINT (sync and exit)",
+        3 => "the daemon already uses SIGQUIT (pre-exit hook, sync and exit)",
+        15 => "the daemon already uses SIGTERM (sync and exit)",
+        14 => "the daemon already uses SIGALRM (pre-exit hook, sync and exit)",
+        10 => "the daemon already uses SIGUSR1 (clsync's thread reaping)",
+        12 => "the daemon already uses SIGUSR2 (full re-sync)",
+        17 => "the daemon already uses SIGCHLD (child exits)",
+        16 => "the daemon already uses signal 16 (clsync's wake-up)",
+        29 => "the daemon already uses signal 29 (dump of the queues)",
+        13 => "SIGPIPE is raised by the daemon's own writes to closed connections",
+        31 => "SIGSYS reports the worker's seccomp violations",
+        4 | 5 | 6 | 7 | 8 | 11 => {
+            "it signals a fault in the process (SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV)"
+        }
+        32 | 33 => "the C library reserves signals 32 and 33",
+        65..=512 => "Linux has no signal above 64 (SIGRTMAX)",
+        _ => return None,
+    })
+}
+
+/// --custom-signals as clsync reads it: comma lists of `SIG:BLOCK` (repeatable), `0` clears what
+/// came before; a signal given twice keeps its last block. Signals above 512, reserved ones
+/// (see [`reserved_signal`]) and malformed entries are errors naming the entry.
+pub fn parse_custom_signals(list: &[String]) -> Result<Vec<(i32, String)>, ConfigError> {
+    let mut out: Vec<(i32, String)> = Vec::new();
+    for piece in list.iter().flat_map(|l| l.split(',')) {
+        let piece = piece.trim();
+        if piece.is_empty() {
+            continue;
+        }
+        if crate::cli::parse_num(piece) == Ok(0) {
+            out.clear();
+            continue;
+        }
+        let Some((sig, block)) = piece.split_once(':') else {
+            return Err(inval(format!(
+                "--custom-signals: {piece:?}: expected SIGNAL:BLOCK (or 0 to clear the list)"
+            )));
+        };
+        let n = crate::cli::parse_num(sig)
+            .map_err(|e| inval(format!("--custom-signals: {piece:?}: {e}")))?;
+        if n == 0 || n > 512 {
+            return Err(inval(format!(
+                "--custom-signals: {piece:?}: signal {n} out of range (1 to 512)"
+            )));
+        }
+        if let Some(why) = reserved_signal(n) {
+            return Err(inval(format!(
+                "--custom-signals: {piece:?}: signal {n} cannot be used: {why}"
+            )));
+        }
+        if block.is_empty() {
+            return Err(inval(format!(
+                "--custom-signals: {piece:?}: no configuration block named"
+            )));
+        }
+        out.retain(|(s, _)| *s != n as i32);
+        out.push((n as i32, block.to_string()));
+    }
+    Ok(out)
+}
+
 impl Config {
+    /// The signal numbers of --custom-signals.
+    pub fn custom_signal_numbers(&self) -> Vec<i32> {
+        self.custom_signals.iter().map(|(s, _)| *s).collect()
+    }
+
+    /// The configuration block selected by policy index `index` (0: the start one).
+    pub fn block_config(&self, index: usize) -> Option<&Config> {
+        match index {
+            0 => Some(self),
+            i => self.alternates.get(i - 1),
+        }
+    }
+
+    /// The policy index of block `name`: a --custom-signals block of that name, else the start
+    /// block when it has that name.
+    pub fn block_index(&self, name: &str) -> Option<usize> {
+        self.alternates
+            .iter()
+            .position(|c| c.block == name)
+            .map(|i| i + 1)
+            .or((self.block == name).then_some(0))
+    }
+
+    /// Resolves every block of --custom-signals (`cli` is the start command line, `argv` the
+    /// program's arguments, read again with each block's keys overriding, see
+    /// [`crate::cli::parse_block`]) into a full configuration, checked now: a block that is
+    /// missing or does not validate stops the start, naming signal and block. Settings that
+    /// cannot change at run time and differ from the start's get a warning naming key and block,
+    /// and the start value is kept; a different --mode is an error (the block's handler and
+    /// arguments were written for its mode).
+    pub fn with_custom_signals(
+        mut self,
+        cli: &Cli,
+        argv: &[std::ffi::OsString],
+    ) -> Result<Config, ConfigError> {
+        for (sig, block) in parse_custom_signals(&cli.custom_signals)? {
+            let index = match self.alternates.iter().position(|c| c.block == block) {
+                Some(i) => i + 1,
+                None => {
+                    let what = |msg: &str| format!("--custom-signals {sig}:{block}: {msg}");
+                    let bcli = crate::cli::parse_block(argv.to_vec(), &block).map_err(|e| {
+                        ConfigError {
+                            code: e.code,
+                            msg: what(&e.msg),
+                        }
+                    })?;
+                    let mut c = Config::from_cli(&bcli).map_err(|e| ConfigError {
+                        code: e.code,
+                        msg: what(&format!("block [{block}] does not validate: {}", e.msg)),
+                    })?;
+                    if c.mode != self.mode {
+                        return Err(inval(what(&format!(
+                            "block [{block}] has mode {}, the start configuration mode {}: the mode cannot change at run time",
+                            c.mode.name(),
+                            self.mode.name()
+                        ))));
+                    }
+                    c.block = block.clone();
+                    self.keep_fixed(&mut c, sig);
+                    self.alternates.push(c);
+                    self.alternates.len()
+                }
+            };
+            self.custom_signals.push((sig, index));
+        }
+        Ok(self)
+    }
+
+    /// Settings of block `c` that cannot change at run time: where they differ from the start
+    /// configuration, a warning and the start value.
+    fn keep_fixed(&self, c: &mut Config, sig: i32) {
+        let block = c.block.clone();
+        let warn = |key: &str| {
+            crate::warning!(
+                "--custom-signals {sig}:{block}: block [{block}] sets {key} differently, which cannot change at run time: the start value is kept"
+            )
+        };
+        macro_rules! fixed {
+            ($($field:ident => $key:literal),* $(,)?) => {$(
+                if c.$field != self.$field {
+                    warn($key);
+                    c.$field = self.$field.clone();
+                }
+            )*};
+        }
+        // The default dump dir follows the label, which may change: only an explicit one warns.
+        let default_dump = |cfg: &Config| {
+            cfg.dump_dir.as_ref().is_some_and(|d| {
+                d == &dump_dir_path(
+                    &cfg.watch_dir,
+                    &format!("{DEFAULT_DUMP_DIR_PREFIX}{}", cfg.label),
+                )
+            })
+        };
+        if default_dump(c) || c.dump_dir.is_none() && c.dump_off.is_some() {
+            c.dump_dir = self.dump_dir.clone();
+        }
+        c.dump_off = self.dump_off.clone();
+        fixed!(
+            watch_dir => "watch-dir",
+            background => "background",
+            pid_file => "pid-file",
+            status_file => "status-file",
+            dump_dir => "dump-dir",
+            socket => "socket",
+            socket_owner => "socket-own",
+            socket_mode => "socket-mod",
+            threading => "threading",
+            cgroup_name => "cgroup-group-name",
+            worker_uid => "uid",
+            worker_gid => "gid",
+            helper_uid => "privileged-uid",
+            helper_gid => "privileged-gid",
+            handler_uid => "sync-handler-uid",
+            handler_gid => "sync-handler-gid",
+            handler_caps => "sync-handler-capabilities",
+            lists_dir => "lists-dir",
+            keep_lists => "dont-unlink-lists",
+            splitting => "splitting",
+            one_file_system => "one-file-system",
+            exclude_mount_points => "exclude-mount-points",
+            modification_signature => "modification-signature",
+            cancel_mon_stat => "cancel-syscalls",
+            have_recursive_sync => "have-recursive-sync",
+            prefer_include => "rsync-prefer-include",
+            exit_on_no_events => "exit-on-no-events",
+            only_initialsync => "only-initialsync",
+            skip_initialsync => "skip-initialsync",
+            full_initialsync => "full-initialsync",
+        );
+    }
+
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let splitting = Splitting::parse(&cli.splitting).ok_or_else(|| {
             inval(format!(
@@ -1054,6 +1264,12 @@ impl Config {
             max_iterations: cli.max_iterations,
             splitting,
             root_switch,
+            block: cli
+                .config_block
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+            custom_signals: Vec::new(),
+            alternates: Vec::new(),
         };
         if cfg.have_recursive_sync && !cfg.mode.is_so() {
             let p = crate::privsep::policy::ExecPolicy::from_config(&cfg);
@@ -1238,6 +1454,23 @@ impl Config {
                 (None, why) => format!("off ({})", why.as_deref().unwrap_or_default()),
             },
         );
+        kv("config-block", self.block.clone());
+        kv(
+            "custom-signals",
+            self.custom_signals
+                .iter()
+                .filter_map(|(sig, i)| self.block_config(*i).map(|c| format!("{sig}:{}", c.block)))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        // Each block's effective settings, as a switch to it would use them.
+        for alt in &self.alternates {
+            for line in alt.describe().lines() {
+                if !line.starts_with("config-block =") && !line.starts_with("custom-signals =") {
+                    out.push_str(&format!("[{}] {line}\n", alt.block));
+                }
+            }
+        }
         out
     }
 
@@ -1311,6 +1544,21 @@ mod tests {
             None,
             "a list that ends empty is unset (as clsync)"
         );
+    }
+
+    #[test]
+    fn custom_signals_lists_reset_with_zero_and_a_repeated_signal_keeps_its_last_block() {
+        let l =
+            |v: &[&str]| parse_custom_signals(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            l(&["40:a,41:b", "40:c"]).unwrap(),
+            vec![(41, "b".to_string()), (40, "c".to_string())]
+        );
+        assert_eq!(l(&["40:a,0,0x2a:z"]).unwrap(), vec![(42, "z".to_string())]);
+        assert_eq!(l(&["40:a", "0"]).unwrap(), vec![]);
+        for bad in ["40", "40:", "x:b", "-1:b", "513:b", "9:b", "33:b"] {
+            assert!(l(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,8 +6,16 @@
 //! `301`, `250` quit → `350 … :Bye.` and close, `240` die → the daemon ends as on SIGTERM (the
 //! connection closes with no reply, as in clsync), `0`/`1` protocol negotiation, `260` (ours)
 //! status → `360 <json>`; a bare `status` line also answers the JSON. Unknown ids `< 1000` get
-//! `160 … :Unknown command.`, others `161`. clsync's `set` (211) is answered with a `164` error:
-//! this build does not change settings at run time. `dump [dir]` (202) writes clsync's dump of
+//! `160 … :Unknown command.`, others `161`. `set` (211) is `<num> 211 <key> <value>` (clsync's
+//! `\x03/` terminators after key and value are accepted, and not needed): `config-block <name>`
+//! switches to one of the --custom-signals blocks (or back to the start block) exactly as their
+//! signal does; `delay-sync`, `delay-collect`, `delay-collect-bigfile`, `threshold-bigfile`,
+//! `timeout-sync`, `retries` and `max-iterations` change the worker's own tunables (until the
+//! next block switch, which brings the block's values). Success is `311  :Set`; an unknown key or
+//! a bad value `162` (clsync's EINVAL reply, naming it); any other clsync key `164` (EPERM): it
+//! is fixed at run time, or it would change the privileged helper's frozen policy (handler,
+//! arguments, destination, rules file, label, ids …), which only a configured block may select.
+//! `dump [dir]` (202) writes clsync's dump of
 //! the queues into the configured --dump-dir (`302  :Ready`); a `dir` that is not that one is
 //! refused with clsync's EPERM reply (`164`), a dump the helper could not write with its
 //! custom error (`199 sync_dump…`, e.g. errno 17 when the directory exists).
@@ -33,6 +41,8 @@ pub struct Snapshot {
     pub iteration: u64,
     pub last_sync: Option<(i32, u64)>,
     pub failures: u64,
+    /// The tunables `set` may change, with their current values (shown by `status`).
+    pub settings: Vec<(&'static str, u64)>,
 }
 
 /// What a command asks of the daemon.
@@ -45,6 +55,125 @@ pub enum Action {
         num: u64,
         dir: Option<String>,
     },
+    /// `num 211 key value`: a setting the daemon applies (see [`set_reply`]).
+    Set {
+        num: u64,
+        setting: Setting,
+    },
+}
+
+/// What `set` may change at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setting {
+    /// Switch to this configuration block (one frozen at start).
+    ConfigBlock(String),
+    DelaySync(u64),
+    DelayCollect(u64),
+    DelayCollectBigfile(u64),
+    ThresholdBigfile(u64),
+    TimeoutSync(u64),
+    Retries(u64),
+    MaxIterations(u64),
+}
+
+/// Why a `set` was not applied: `Invalid` (162, an unknown key or a bad value) or `Denied` (164).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetError {
+    Invalid(String),
+    Denied(String),
+}
+
+/// Keys that would change the privileged helper's policy (what it runs, how, as whom, with
+/// which files): frozen at start; only a configured block selects another.
+const POLICY_KEYS: &[&str] = &[
+    "sync-handler",
+    "mode",
+    "label",
+    "destination-dir",
+    "rules-file",
+    "uid",
+    "gid",
+    "privileged-uid",
+    "privileged-gid",
+    "sync-handler-uid",
+    "sync-handler-gid",
+    "exit-hook",
+    "pre-exit-hook",
+    "standby-file",
+    "dump-dir",
+    "lists-dir",
+    "dont-unlink-lists",
+    "modification-signature",
+    "have-recursive-sync",
+    "preserve-capabilities",
+    "inherit-capabilities",
+    "add-permitted-hook-files",
+    "check-execvp-arguments",
+];
+
+/// Reads `set`'s key and value into a [`Setting`].
+pub fn setting(key: &str, value: &str) -> Result<Setting, SetError> {
+    let num = |what: &str| {
+        crate::cli::parse_num(value)
+            .map_err(|_| SetError::Invalid(format!("{what}: value \"{value}\" is not a number")))
+    };
+    Ok(match key {
+        "config-block" => {
+            if value.is_empty() {
+                return Err(SetError::Invalid("config-block: no block named".into()));
+            }
+            Setting::ConfigBlock(value.to_string())
+        }
+        "delay-sync" => Setting::DelaySync(num(key)?),
+        "delay-collect" => Setting::DelayCollect(num(key)?),
+        "delay-collect-bigfile" => Setting::DelayCollectBigfile(num(key)?),
+        "threshold-bigfile" => Setting::ThresholdBigfile(num(key)?),
+        "timeout-sync" => Setting::TimeoutSync(num(key)?),
+        "retries" => Setting::Retries(num(key)?),
+        "max-iterations" => Setting::MaxIterations(num(key)?),
+        k if POLICY_KEYS.contains(&k) => {
+            return Err(SetError::Denied(format!(
+                "{k}: it would change the privileged helper's policy, frozen at start; configure it in a block and switch with config-block"
+            )))
+        }
+        k if crate::cli::CLSYNC_OPTIONS.contains(&k) => {
+            return Err(SetError::Denied(format!(
+                "{k}: fixed at run time in this build"
+            )))
+        }
+        k => return Err(SetError::Invalid(format!("unknown key \"{k}\""))),
+    })
+}
+
+/// The reply to a `set` numbered `num`: clsync's `311  :Set`, EINVAL (162) or EPERM (164).
+pub fn set_reply(num: u64, r: &Result<(), SetError>) -> String {
+    match r {
+        Ok(()) => format!("{num} 311  :Set\n"),
+        Err(SetError::Invalid(why)) => {
+            format!("{num} 162 {why}\x03/ :Invalid argument: \"{why}\".\n")
+        }
+        Err(SetError::Denied(why)) => {
+            format!("{num} 164 {why}\x03/ :Permission denied: \"{why}\".\n")
+        }
+    }
+}
+
+/// `set`'s arguments: `key\x03/ value\x03/` (clsync's form) or `key value`.
+fn set_args(rest: &str) -> (String, String) {
+    let rest = rest.trim_start();
+    let (key, value) = match rest.split_once("\x03/") {
+        Some((k, v)) => (k, v),
+        None => rest.split_once(' ').unwrap_or((rest, "")),
+    };
+    let value = value.trim();
+    let value = value.strip_suffix("\x03/").unwrap_or(value).trim();
+    (key.trim().to_string(), value.to_string())
+}
+
+/// What a served line asks of the daemon, for the callback of [`Control::serve`].
+pub enum Ask<'a> {
+    Dump(Option<&'a str>),
+    Set(&'a Setting),
 }
 
 /// How a `dump` went, for its reply.
@@ -138,15 +267,14 @@ pub fn answer(line: &str, snap: &Snapshot) -> Option<Answer> {
             let dir = (!dir.is_empty()).then(|| dir.to_string());
             (None, false, Action::Dump { num, dir })
         }
-        211 => (
-            Some(reply(
-                164,
-                "",
-                "settings cannot be changed at run time in this build",
-            )),
-            false,
-            Action::None,
-        ),
+        211 => {
+            let rest: Vec<&str> = w.collect();
+            let (key, value) = set_args(&rest.join(" "));
+            match setting(&key, &value) {
+                Ok(setting) => (None, false, Action::Set { num, setting }),
+                Err(e) => (Some(set_reply(num, &Err(e))), false, Action::None),
+            }
+        }
         240 => (None, true, Action::Die),
         250 => (Some(reply(350, "", "Bye.")), true, Action::None),
         260 => (
@@ -189,15 +317,21 @@ pub fn json(s: &Snapshot) -> String {
         None => "null".into(),
     };
     format!(
-        "{{\"state\":\"{}\",\"label\":\"{}\",\"queued\":{},\"running\":{},\"watched\":{},\"iteration\":{},\"last_sync\":{},\"failures\":{}}}\n",
+        "{{\"state\":\"{}\",\"label\":\"{}\",\"config_block\":\"{}\",\"queued\":{},\"running\":{},\"watched\":{},\"iteration\":{},\"last_sync\":{},\"failures\":{},\"settings\":{{{}}}}}\n",
         esc(&s.status),
         esc(&s.label),
+        esc(&s.config_block),
         s.queued,
         s.running,
         s.watched,
         s.iteration,
         last,
-        s.failures
+        s.failures,
+        s.settings
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     )
 }
 
@@ -244,13 +378,13 @@ impl Control {
     }
 
     /// Serves the connection at `i` (its fd was readable); returns what the daemon should do.
-    /// A `dump` is made at once through `on_dump` (given the directory the client named, if
-    /// any) and answered with its result.
+    /// A `dump` or a `set` is done at once through `on_ask` (a dump given the directory the
+    /// client named, if any), which returns the reply line.
     pub fn serve(
         &mut self,
         i: usize,
         snap: &Snapshot,
-        on_dump: &mut dyn FnMut(Option<&str>) -> DumpResult,
+        on_ask: &mut dyn FnMut(u64, Ask) -> String,
     ) -> Action {
         let mut close = false;
         let mut action = Action::None;
@@ -283,8 +417,12 @@ impl Control {
                     match act {
                         Action::Die => action = Action::Die,
                         Action::Dump { num, dir } => {
-                            let r = on_dump(dir.as_deref());
-                            let _ = c.stream.write_all(dump_reply(num, &r).as_bytes());
+                            let r = on_ask(num, Ask::Dump(dir.as_deref()));
+                            let _ = c.stream.write_all(r.as_bytes());
+                        }
+                        Action::Set { num, setting } => {
+                            let r = on_ask(num, Ask::Set(&setting));
+                            let _ = c.stream.write_all(r.as_bytes());
                         }
                         Action::None => {}
                     }
@@ -332,6 +470,7 @@ mod tests {
             iteration: 3,
             last_sync: Some((0, 1_700_000_000)),
             failures: 0,
+            settings: vec![("delay-sync", 30), ("retries", 1)],
         }
     }
 
@@ -405,6 +544,51 @@ mod tests {
     }
 
     #[test]
+    fn set_reads_clsyncs_terminated_form_and_plain_words() {
+        let set = |line: &str| answer(line, &snap()).unwrap();
+        assert_eq!(
+            set("3 211 config-block\x03/ b\x03/\n").2,
+            Action::Set {
+                num: 3,
+                setting: Setting::ConfigBlock("b".into())
+            }
+        );
+        assert_eq!(
+            set("4 211 delay-sync 0x10\n").2,
+            Action::Set {
+                num: 4,
+                setting: Setting::DelaySync(16)
+            }
+        );
+        assert_eq!(
+            set("5 211 retries\x03/ 3\n").2,
+            Action::Set {
+                num: 5,
+                setting: Setting::Retries(3)
+            }
+        );
+        let (r, end, a) = set("6 211 sync-handler /bin/sh\n");
+        assert!(!end && a == Action::None);
+        assert!(r
+            .unwrap()
+            .starts_with("6 164 sync-handler: it would change the privileged helper's policy"));
+        let r = set("7 211 pid-file\x03/ /x\x03/\n").0.unwrap();
+        assert!(r.starts_with("7 164 pid-file: fixed at run time"), "{r}");
+        let r = set("8 211 bogus 1\n").0.unwrap();
+        assert_eq!(
+            r,
+            "8 162 unknown key \"bogus\"\x03/ :Invalid argument: \"unknown key \"bogus\"\".\n"
+        );
+        let r = set("9 211 delay-collect x\n").0.unwrap();
+        assert!(
+            r.starts_with("9 162 delay-collect: value \"x\" is not a number"),
+            "{r}"
+        );
+        assert!(set("10 211\n").0.unwrap().starts_with("10 162 unknown key"));
+        assert_eq!(set_reply(11, &Ok(())), "11 311  :Set\n");
+    }
+
+    #[test]
     fn json_status_is_escaped() {
         let (r, ..) = answer("status\n", &snap()).unwrap();
         let r = r.unwrap();
@@ -414,5 +598,10 @@ mod tests {
             "{r}"
         );
         assert!(r.ends_with("}\n"));
+        assert!(
+            r.contains("\"config_block\":\"default\"")
+                && r.contains("\"settings\":{\"delay-sync\":30,\"retries\":1}"),
+            "{r}"
+        );
     }
 }

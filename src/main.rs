@@ -4,7 +4,8 @@
 use clsync_rs::config::Config;
 
 fn main() {
-    let cli = match clsync_rs::cli::parse_with_config(std::env::args_os().collect()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match clsync_rs::cli::parse_with_config(argv.clone()) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             clsync_rs::error!("{}", e.msg);
@@ -59,7 +60,7 @@ fn main() {
             cli.handler_args.first().map_or("status", String::as_str),
         ));
     }
-    let cfg = match Config::from_cli(&cli) {
+    let cfg = match Config::from_cli(&cli).and_then(|c| c.with_custom_signals(&cli, &argv)) {
         Ok(c) => c,
         Err(e) => {
             clsync_rs::error!("{e}");

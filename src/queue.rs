@@ -108,6 +108,12 @@ impl Queues {
         }
     }
 
+    /// New delays (a --custom-signals switch, the control socket's `set`), for what is queued
+    /// as well as what comes: an entry's due time is computed from them when asked.
+    pub fn set_delays(&mut self, delays: Delays) {
+        self.delays = delays;
+    }
+
     fn q(&mut self, id: QueueId) -> &mut Queue {
         match id {
             QueueId::Instant => &mut self.instant,

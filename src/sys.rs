@@ -157,6 +157,29 @@ pub const ADMIN_SIGNALS: [nix::sys::signal::Signal; 9] = {
     ]
 };
 
+/// `set` with the signal numbers `extra` added, realtime ones included (nix's `Signal` has only
+/// the classic ones); a number the C library refuses (0, 32, 33, above SIGRTMAX) is left out.
+pub fn sigset_with(set: nix::sys::signal::SigSet, extra: &[i32]) -> nix::sys::signal::SigSet {
+    let mut raw: libc::sigset_t = *set.as_ref();
+    for &sig in extra {
+        // SAFETY: sigaddset only writes into our local sigset_t; a bad number is EINVAL.
+        unsafe {
+            libc::sigaddset(&mut raw, sig);
+        }
+    }
+    // SAFETY: `raw` came from a valid SigSet and was changed only by sigaddset.
+    unsafe { nix::sys::signal::SigSet::from_sigset_t_unchecked(raw) }
+}
+
+/// Blocks the signal numbers `sigs` in the calling thread (before the fork, so that the helper
+/// inherits them blocked and a --custom-signals signal sent to the process group ends neither
+/// process; the worker reads them from its signalfd).
+pub fn block_signals(sigs: &[i32]) -> nix::Result<()> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let set = sigset_with(SigSet::empty(), sigs);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+}
+
 /// Resets every signal disposition and the signal mask to the defaults a freshly exec'd program
 /// expects (the Rust runtime ignores SIGPIPE; the event loops block signals for signalfd).
 pub fn reset_signals_for_exec() {

@@ -114,26 +114,6 @@ fn toml_rejects_unknown_keys_by_name() {
 }
 
 #[test]
-fn a_clsync_option_this_build_lacks_is_an_error_not_ignored() {
-    let s = Scratch::new("conf-unimpl");
-    let conf = s.path("c.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[default]\nwatch-dir = {}\nmode = shell\ncustom-signals = 10:fast\n",
-            s.src().display()
-        ),
-    )
-    .unwrap();
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-S", "/bin/true"]);
-    assert_eq!(code, 22);
-    assert!(
-        err.contains("\"custom-signals\" is not implemented"),
-        "{err}"
-    );
-}
-
-#[test]
 fn broken_or_missing_config_files_are_errors_and_a_missing_block_configures_nothing() {
     let s = Scratch::new("conf-bad");
     let (code, _, err) = check(&["-H", s.path("missing.conf").to_str().unwrap()]);

@@ -56,6 +56,16 @@ fn forged_request_with_args_is_refused(
     );
 }
 
+/// A --custom-signals switch only selects among the policies frozen at start: an index beyond
+/// them (here: no block configured, only policy 0) ends the session.
+#[test]
+fn select_policy_out_of_range_is_refused() {
+    forged_request_is_refused(
+        "select-policy-out-of-range",
+        "SelectPolicy 1: only 1 policies were configured",
+    );
+}
+
 #[test]
 fn second_handshake_is_refused() {
     forged_request_is_refused("hello-again", "second handshake");

@@ -271,6 +271,11 @@ impl Client {
         Ok(self.chan.send(&Request::Kill { job }, &[])?)
     }
 
+    /// Selects the helper's exec policy `index` (a --custom-signals block); no reply.
+    pub fn select_policy(&mut self, index: u32) -> Result<()> {
+        Ok(self.chan.send(&Request::SelectPolicy { index }, &[])?)
+    }
+
     pub fn shutdown(&mut self) -> Result<()> {
         Ok(self.chan.send(&Request::Shutdown, &[])?)
     }

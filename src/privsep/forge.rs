@@ -223,6 +223,8 @@ pub fn send(kind: &str, chan: &Channel, prepared: &[OwnedFd]) {
             files[4] = DumpFile::Queue(4);
             dump(chan, files, 5, true)
         }
+        // A policy index the administrator did not configure (no --custom-signals block).
+        "select-policy-out-of-range" => chan.send(&Request::SelectPolicy { index: 1 }, &[]),
         "garbage" => chan.send_raw(&[0xff, 0xfe, 0xfd, 0x00, 0x42], &[]),
         "oversized" => chan.send_raw(&vec![1u8; MAX_DATAGRAM + 4096], &[]),
         other => {

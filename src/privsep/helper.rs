@@ -75,7 +75,11 @@ pub struct HelperSetup {
     pub inotify: OwnedFd,
     pub lists: ListsDir,
     pub cgroups: Option<DaemonCgroups>,
+    /// The exec policy in force: one of `policies`, selected by the worker (SelectPolicy).
     pub policy: ExecPolicy,
+    /// Every policy the administrator configured, frozen before the fork: index 0 is the start
+    /// configuration, then one per --custom-signals block.
+    pub policies: Vec<ExecPolicy>,
     pub helper_uid: u32,
     pub helper_gid: u32,
     /// The pipe the janitor waits on: its read end (given to the janitor) and the helper's write
@@ -543,7 +547,27 @@ impl Helper {
                 more,
             } => self.so_sync(job, env, events, more),
             Request::Dump { files } => self.dump(&files, fds),
+            Request::SelectPolicy { index } => self.select_policy(index),
         }
+    }
+
+    /// A --custom-signals switch: the policy at `index` among those frozen at start becomes the
+    /// one every later request is checked against. Handlers already running are left alone
+    /// (their list files, uid and cgroup do not depend on the selection, which never changes
+    /// the identity, capabilities or lists directory: those are fixed at start for every block).
+    fn select_policy(&mut self, index: u32) -> Result<Option<End>, String> {
+        let Some(p) = self.s.policies.get(index as usize) else {
+            return Err(format!(
+                "SelectPolicy {index}: only {} policies were configured",
+                self.s.policies.len()
+            ));
+        };
+        self.s.policy = p.clone();
+        crate::log::audit(
+            "select-policy",
+            audit_fields!["index" => index, "label" => self.s.policy.label.clone()],
+        );
+        Ok(None)
     }
 
     /// Signal 29 / the control socket's `dump`: checks the files against clsync's layout and
@@ -1493,6 +1517,7 @@ fn name(r: &Request) -> &'static str {
         Request::Violation { .. } => "Violation",
         Request::SoSync { .. } => "SoSync",
         Request::Dump { .. } => "Dump",
+        Request::SelectPolicy { .. } => "SelectPolicy",
     }
 }
 

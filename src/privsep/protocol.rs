@@ -396,6 +396,14 @@ pub enum Request {
     Dump {
         files: Vec<DumpFile>,
     },
+    /// A --custom-signals switch or the control socket's `set config-block`: every later Exec,
+    /// SoSync, ReadRules, Standby, Dump and hook uses the exec policy at `index` among those the
+    /// helper froze at start (0: the start configuration, then one per --custom-signals block,
+    /// in order). It names no program, argument, uid or capability, only selects; an index out
+    /// of range is refused. No reply.
+    SelectPolicy {
+        index: u32,
+    },
 }
 
 /// Helper → worker.

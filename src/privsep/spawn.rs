@@ -167,7 +167,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .chain(cfg.socket.iter())
         .cloned()
         .collect();
-    let policy = ExecPolicy::from_config(&cfg);
+    // Every policy the administrator configured, frozen now: the start configuration, then each
+    // --custom-signals block (the worker can only select among these).
+    let policies: Vec<ExecPolicy> = std::iter::once(&cfg)
+        .chain(cfg.alternates.iter())
+        .map(ExecPolicy::from_config)
+        .collect();
+    let policy = policies[0].clone();
     let (janitor_read, janitor_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
     // The janitor holds the write end of `done` until it has cleaned up: the worker waits for
@@ -176,6 +182,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(1, format!("pipe: {e}")))?;
     let worker_pid = sys::getpid();
 
+    sys::block_signals(&cfg.custom_signal_numbers())
+        .map_err(|e| fail(1, format!("sigprocmask: {e}")))?;
     match sys::fork().map_err(|e| fail(1, format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(wsock);
@@ -189,6 +197,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 lists,
                 cgroups,
                 policy,
+                policies,
                 helper_uid: cfg.helper_uid,
                 helper_gid: cfg.helper_gid,
                 janitor_read: Some(janitor_read),
@@ -217,7 +226,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             if let Some(mut cg) = cgroups {
                 cg.disarm();
             }
-            let sigfd = worker::signal_fd().map_err(|e| fail(1, format!("signalfd: {e}")))?;
+            let sigfd = worker::signal_fd(&cfg.custom_signal_numbers())
+                .map_err(|e| fail(1, format!("signalfd: {e}")))?;
             let chan = Channel::new(wsock);
             // janitor_write is never written: its closing at our exit is the message.
             let mut keep = vec![

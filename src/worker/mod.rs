@@ -15,6 +15,7 @@
 mod dump;
 mod events;
 mod passes;
+mod switch;
 mod walk;
 
 use std::collections::{HashMap, VecDeque};
@@ -76,8 +77,9 @@ pub struct WorkerSetup {
     pub janitor: Option<(OwnedFd, OwnedFd)>,
 }
 
-/// Blocks the signals the worker handles and returns a signalfd for them (before seccomp).
-pub fn signal_fd() -> nix::Result<SignalFd> {
+/// Blocks the signals the worker handles (with the --custom-signals ones, `custom`) and returns
+/// a signalfd for them (before seccomp).
+pub fn signal_fd(custom: &[i32]) -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
     for sig in crate::sys::ADMIN_SIGNALS
         .into_iter()
@@ -85,6 +87,7 @@ pub fn signal_fd() -> nix::Result<SignalFd> {
     {
         mask.add(sig);
     }
+    let mask = crate::sys::sigset_with(mask, custom);
     mask.thread_block()?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
@@ -189,6 +192,13 @@ pub struct Worker {
     /// --have-recursive-sync: directories (relative; the root is empty) waiting for their
     /// `initialsync` call, which runs before any other pass, without delay.
     recursive: VecDeque<Vec<u8>>,
+    /// Every configuration the daemon may switch to (index = the helper's policy index: 0 the
+    /// start configuration, then the --custom-signals blocks); `cfg` is the one in force.
+    blocks: Vec<Config>,
+    /// --custom-signals: signal number → block index.
+    custom_signals: Vec<(i32, usize)>,
+    /// A block switch asked for (index, what asked), done once no handler runs.
+    pending_block: Option<(usize, String)>,
 }
 
 impl Worker {
@@ -207,8 +217,19 @@ impl Worker {
             }
         };
         let policy = ExecPolicy::from_config(&s.cfg);
+        let custom_signals = s.cfg.custom_signals.clone();
+        let blocks: Vec<Config> = std::iter::once(&s.cfg)
+            .chain(s.cfg.alternates.iter())
+            .map(|c| Config {
+                alternates: Vec::new(),
+                ..c.clone()
+            })
+            .collect();
         let keep_excludes = s.cfg.mode.is_rsync() || policy.lists().contains(&ListKind::Exclude);
         Worker {
+            blocks,
+            custom_signals,
+            pending_block: None,
             keep_excludes,
             recursive: VecDeque::new(),
             rules: s.cfg.rules.clone(),
@@ -286,13 +307,14 @@ impl Worker {
         crate::control::Snapshot {
             status: self.status.word().to_string(),
             label: self.cfg.label.clone(),
-            config_block: "default".into(),
+            config_block: self.cfg.block.clone(),
             queued: usize::from(!self.pending_empty()),
             running: self.running.len(),
             watched: self.tree.watched(),
             iteration: self.iteration,
             last_sync: self.last_sync,
             failures: self.failures,
+            settings: self.settings(),
         }
     }
 
@@ -307,18 +329,26 @@ impl Worker {
         ready.sort_unstable();
         let mut die = false;
         let mut fatal = None;
-        let mut on_dump = |dir: Option<&str>| match self.socket_dump(dir) {
-            Ok(r) => r,
-            Err(e) => {
-                fatal.get_or_insert(e);
-                crate::control::DumpResult::Failed {
-                    dir: dir.unwrap_or_default().to_string(),
-                    errno: libc::EIO,
-                }
+        let mut on_ask = |num: u64, ask: crate::control::Ask| match ask {
+            crate::control::Ask::Dump(dir) => {
+                let r = match self.socket_dump(dir) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fatal.get_or_insert(e);
+                        crate::control::DumpResult::Failed {
+                            dir: dir.unwrap_or_default().to_string(),
+                            errno: libc::EIO,
+                        }
+                    }
+                };
+                crate::control::dump_reply(num, &r)
+            }
+            crate::control::Ask::Set(setting) => {
+                crate::control::set_reply(num, &self.socket_set(setting))
             }
         };
         for &i in ready.iter().rev().filter(|&&i| i > 0) {
-            if c.serve(i - 1, &snap, &mut on_dump) == crate::control::Action::Die {
+            if c.serve(i - 1, &snap, &mut on_ask) == crate::control::Action::Die {
                 die = true;
             }
         }
@@ -503,6 +533,9 @@ impl Worker {
             }
             if let Some(code) = self.exit_code {
                 return Ok(code);
+            }
+            if self.pending_block.is_some() && self.running.is_empty() {
+                self.apply_pending_block()?;
             }
             if self.preexit_pending && self.running.is_empty() {
                 self.preexit_pending = false;
@@ -773,7 +806,12 @@ impl Worker {
 
     fn on_signals(&mut self) {
         while let Ok(Some(si)) = self.sigfd.read_signal() {
-            let Ok(sig) = Signal::try_from(si.ssi_signo as i32) else {
+            let signo = si.ssi_signo as i32;
+            if let Some(&(_, index)) = self.custom_signals.iter().find(|(s, _)| *s == signo) {
+                self.request_block(index, format!("signal {signo}"));
+                continue;
+            }
+            let Ok(sig) = Signal::try_from(signo) else {
                 continue;
             };
             match sig {

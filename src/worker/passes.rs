@@ -145,6 +145,10 @@ impl Worker {
     /// initial sync runs alone; with `full` anything goes (up to MAX_PARALLEL).
     pub(super) fn can_start(&self) -> bool {
         const MAX_PARALLEL: usize = 16;
+        // A block switch waits for the running passes to end; no new one starts meanwhile.
+        if self.pending_block.is_some() {
+            return false;
+        }
         match self.cfg.threading {
             Threading::Off => self.running.is_empty(),
             Threading::Safe => {

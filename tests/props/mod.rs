@@ -62,7 +62,7 @@ pub const HOSTILE_NAMES: &[&[u8]] = &[
 /// Number of `Request` and `Reply` variants; [`request_variant`] and [`reply_variant`] number
 /// them with exhaustive matches, so a new variant does not compile until it is numbered here
 /// (and the samples below must then include it: `tests/randomized.rs` checks that).
-pub const REQUEST_VARIANTS: usize = 12;
+pub const REQUEST_VARIANTS: usize = 13;
 pub const REPLY_VARIANTS: usize = 10;
 
 pub fn request_variant(r: &Request) -> usize {
@@ -79,6 +79,7 @@ pub fn request_variant(r: &Request) -> usize {
         Request::Violation { .. } => 9,
         Request::SoSync { .. } => 10,
         Request::Dump { .. } => 11,
+        Request::SelectPolicy { .. } => 12,
     }
 }
 
@@ -195,6 +196,8 @@ pub fn sample_requests() -> Vec<Request> {
                 },
             ],
         },
+        Request::SelectPolicy { index: 0 },
+        Request::SelectPolicy { index: u32::MAX },
     ]
 }
 
