@@ -47,13 +47,14 @@ fn pid_and_status_files_follow_the_daemon_and_go_with_it() {
 }
 
 #[test]
-fn quit_runs_the_pre_exit_hook_then_the_exit_hook_and_term_only_the_exit_hook() {
+fn quit_runs_the_pre_exit_hook_then_the_exit_hook_and_term_or_int_only_the_exit_hook() {
     for (sig, want) in [
         (
             Signal::SIGQUIT,
             vec!["pre lbl preexit", "exit lbl terminating"],
         ),
         (Signal::SIGTERM, vec!["exit lbl terminating"]),
+        (Signal::SIGINT, vec!["exit lbl terminating"]),
     ] {
         let s = Scratch::new("life-hooks");
         let log = s.path("hooks.log");

@@ -156,6 +156,11 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             format!("inotify_init1: {e} (check fs.inotify.max_user_instances)"),
         )
     })?;
+    // The instance's queue length is the value of the sysctl now (the kernel copies it in).
+    let inotify_queue = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(crate::worker::DEFAULT_INOTIFY_QUEUE);
     let (wsock, hsock) =
         crate::privsep::protocol::socket_pair().map_err(|e| fail(1, format!("socketpair: {e}")))?;
     let lists = lists_dir(&cfg)?;
@@ -250,6 +255,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 cfg,
                 client: Client::new(chan),
                 inotify,
+                inotify_queue,
                 helper: child,
                 sigfd,
                 hooks,

@@ -53,15 +53,25 @@ pub const EXIT_HELPER_GONE: i32 = 70;
 /// Most paths per Walk/Stat batch (the byte budget usually binds first).
 const MAX_BATCH_DIRS: usize = crate::privsep::protocol::MAX_BATCH;
 /// The least time between two reads of inotify while a running handler keeps the next pass
-/// waiting. Short enough that the kernel's queue (16,384 events by default) does not fill at
-/// any plausible rate; long enough to read a burst in a few large gulps.
+/// waiting, with the kernel's default queue of [`DEFAULT_INOTIFY_QUEUE`] events: short enough
+/// that the queue does not fill at any plausible rate (800,000 events a second), long enough to
+/// read a burst in a few large gulps. A shorter queue gets a proportionally shorter gap.
 const READ_GAP: Duration = Duration::from_millis(20);
+/// fs.inotify.max_queued_events's default.
+pub const DEFAULT_INOTIFY_QUEUE: u32 = 16_384;
+
+/// [`READ_GAP`] for an inotify instance holding `queue` events.
+fn read_gap(queue: u32) -> Duration {
+    READ_GAP * queue.min(DEFAULT_INOTIFY_QUEUE) / DEFAULT_INOTIFY_QUEUE
+}
 
 /// Fds and facts the worker was handed by the spawn step.
 pub struct WorkerSetup {
     pub cfg: Config,
     pub client: Client,
     pub inotify: OwnedFd,
+    /// fs.inotify.max_queued_events when `inotify` was made: how many events it holds.
+    pub inotify_queue: u32,
     pub helper: Pid,
     pub sigfd: SignalFd,
     /// Test-only switches (empty outside `test-hooks` builds), read before the sandbox closed.
@@ -154,8 +164,10 @@ pub struct Worker {
     next_job: u64,
     /// Passes whose handler is running (at most one unless --threading).
     running: Vec<Running>,
-    /// When inotify was last read (see [`READ_GAP`]).
+    /// When inotify was last read, and the least time to the next read while a handler keeps
+    /// the next pass waiting (see [`READ_GAP`]).
     last_read: Instant,
+    read_gap: Duration,
     /// --threading=safe: entries held back because a running pass has the same path (or a
     /// recursive ancestor); requeued when a pass ends.
     lockwait: Batch,
@@ -247,6 +259,7 @@ impl Worker {
             next_job: 1,
             running: Vec::new(),
             last_read: Instant::now(),
+            read_gap: read_gap(s.inotify_queue),
             lockwait: Batch::default(),
             tries: 0,
             retry_at: None,
@@ -591,7 +604,7 @@ impl Worker {
             // event (a burst of 50,000 files cost ~28,000 wake-ups of the worker), and at once
             // when the handler ends.
             let hold_events = (!self.running.is_empty() && !self.can_start())
-                .then_some(self.last_read + READ_GAP)
+                .then_some(self.last_read + self.read_gap)
                 .filter(|&t| t > now);
             let deadline = self
                 .running
@@ -868,5 +881,22 @@ impl Worker {
             ));
         }
         self.hooks.after_ready(&mut self.client, &self.inotify);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shorter_inotify_queue_is_read_proportionally_sooner() {
+        assert_eq!(read_gap(DEFAULT_INOTIFY_QUEUE), READ_GAP);
+        assert_eq!(
+            read_gap(1 << 20),
+            READ_GAP,
+            "a longer queue waits no longer"
+        );
+        assert_eq!(read_gap(1024), Duration::from_micros(1250));
+        assert_eq!(read_gap(0), Duration::ZERO);
     }
 }
