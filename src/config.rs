@@ -185,6 +185,9 @@ pub struct Config {
     pub splitting: Splitting,
     /// --chroot, --pivot-root, --mountpoints: done once at start, before the fork.
     pub root_switch: RootSwitch,
+    /// --detach-network=everywhere: the whole daemon (helper, handlers) leaves the host's
+    /// network namespace at start, not only the worker.
+    pub detach_network_everywhere: bool,
     /// The configuration block this configuration comes from (-K, `default` without one).
     pub block: String,
     /// --custom-signals: each signal with the index of its block among the exec policies
@@ -738,15 +741,17 @@ impl Config {
                 )))
             }
         }
-        match cli.detach_network.as_str() {
-            "" | "off" | "non-privileged" => {}
-            "everywhere" => {
-                return Err(inval(
-                    "--detach-network=everywhere is not supported: the sync handler (rsync over ssh) may need the network; the worker has its own network namespace (unless --splitting=off)",
-                ))
+        // off and non-privileged: the worker has its own network namespace anyway (unless
+        // --splitting=off); everywhere: so have the helper and the handlers.
+        let detach_network_everywhere = match cli.detach_network.as_str() {
+            "" | "off" | "non-privileged" => false,
+            "everywhere" => true,
+            other => {
+                return Err(inval(format!(
+                    "--detach-network={other}: expected off, non-privileged or everywhere"
+                )))
             }
-            other => return Err(inval(format!("--detach-network={other}: expected off, non-privileged or everywhere"))),
-        }
+        };
         // Empty: not given, the four (clsync: none; here the helper needs all four).
         if let Some(c) = cli.preserve_capabilities.as_ref().filter(|c| !c.is_empty()) {
             let want = scaps::parse_cap_list(c).map_err(|e| inval(format!("-C: {e}")))?;
@@ -1264,6 +1269,7 @@ impl Config {
             max_iterations: cli.max_iterations,
             splitting,
             root_switch,
+            detach_network_everywhere,
             block: cli
                 .config_block
                 .clone()
@@ -1420,6 +1426,14 @@ impl Config {
                 Splitting::Off => {
                     "off (the worker is not confined: no seccomp, landlock, namespaces, cgroup limits or no_new_privs)".to_string()
                 }
+            },
+        );
+        kv(
+            "detach-network",
+            if self.detach_network_everywhere {
+                "everywhere (helper and handlers in the daemon's own network namespace: loopback only, down)".to_string()
+            } else {
+                "non-privileged (the worker's own network namespace)".to_string()
             },
         );
         let rs = &self.root_switch;

@@ -197,6 +197,7 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
         ],
         &[
             "--detach-network=non-privileged",
+            "--detach-network=everywhere",
             "--detach-ipc=1",
             "--detach-miscellanea",
         ],
@@ -213,7 +214,10 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
     }
     for (extra, msg) in [
         (&["--monitor=gio"][..], "not available on Linux"),
-        (&["--detach-network=everywhere"], "not supported"),
+        (
+            &["--detach-network=somewhere"],
+            "expected off, non-privileged or everywhere",
+        ),
         (
             &["-C", "CAP_SYS_ADMIN"],
             "not one of the helper's capabilities",

@@ -371,6 +371,7 @@ my %out = (
     stat => slurp("/proc/self/stat"),
     environ => slurp("/proc/self/environ"),
     argv => join("", map { "$_\n" } @ARGV),
+    netns => readlink("/proc/self/ns/net") // "?",
 );
 for my $k (keys %out) {
     open(my $f, ">", "$r.tmp/$k") or die "$k: $!";
@@ -389,6 +390,7 @@ struct HandlerReport {
     cgroup: String,
     stat: Vec<String>,
     environ: Vec<String>,
+    netns: String,
 }
 
 /// Waits for the first complete report.
@@ -410,6 +412,7 @@ fn first_report(d: &mut Daemon, reports: &Path) -> HandlerReport {
         pid: name["run.".len()..].parse().unwrap(),
         status: parse_status(&read("status")),
         fds: read("fds"),
+        netns: read("netns"),
         cgroup: read("cgroup"),
         stat: stat_text[stat_text.rfind(')').unwrap() + 2..]
             .split_whitespace()
@@ -425,6 +428,7 @@ fn first_report(d: &mut Daemon, reports: &Path) -> HandlerReport {
 }
 
 fn check_handler(s: &Scratch, extra: &[&str], uid: u32, gid: u32) {
+    let everywhere = extra.contains(&"--detach-network=everywhere");
     let (wrapper, reports) = probe_handler(s);
     let w = wrapper.to_str().unwrap().to_string();
     let mut args = rsyncdirect_args(s, 0, &["-S", &w]);
@@ -456,6 +460,26 @@ fn check_handler(s: &Scratch, extra: &[&str], uid: u32, gid: u32) {
         "handler leads its own process group"
     );
     assert_in_cgroups(&r.cgroup, d.pid, "handlers", "handler");
+
+    // Network: the host's (rsync over ssh), unless --detach-network=everywhere, where the
+    // helper and its handlers share the daemon's own namespace (and the worker has another).
+    let mine = readlink(format!("/proc/{}/ns/net", std::process::id()));
+    let helper_net = readlink(format!("/proc/{helper}/ns/net"));
+    if everywhere {
+        assert_ne!(r.netns, mine, "handler in the host's network namespace");
+        assert_eq!(r.netns, helper_net, "handler and helper namespaces");
+        assert_ne!(
+            readlink(format!("/proc/{}/ns/net", d.pid)),
+            helper_net,
+            "worker and helper share the network namespace"
+        );
+    } else {
+        assert_eq!(r.netns, mine, "handler not in the host's network namespace");
+        assert_eq!(
+            helper_net, mine,
+            "helper not in the host's network namespace"
+        );
+    }
 
     // fds: exactly 0, 1 and 2 (whatever they point to).
     let fds: BTreeSet<u32> = r
@@ -499,6 +523,13 @@ fn handler_gets_exactly_the_configured_identity_caps_fds_and_env() {
     let s = Scratch::new("handler-facts");
     create_file(s.src().join("f"), b"x", Attrs::new(0o600));
     check_handler(&s, &[], 0, 0);
+}
+
+#[test]
+fn detach_network_everywhere_takes_the_host_network_from_helper_and_handlers_too() {
+    let s = Scratch::new("handler-netns");
+    create_file(s.src().join("f"), b"x", Attrs::new(0o600));
+    check_handler(&s, &["--detach-network=everywhere"], 0, 0);
 }
 
 #[test]

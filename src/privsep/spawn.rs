@@ -122,6 +122,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             .map_err(|e| fail(e.code, e.msg))?;
         }
     }
+    // --detach-network=everywhere: the helper and every handler go without the host's network
+    // (the sockets the daemon needs from the host, syslog and systemd's, are connected above
+    // or are paths).
+    if cfg.detach_network_everywhere {
+        namespaces::unshare_network().map_err(|e| fail(1, e.to_string()))?;
+    }
     if let Some(p) = &cfg.pid_file {
         write_new(p, format!("{}", sys::getpid()).as_bytes())
             .map_err(|e| fail(2, format!("cannot write the pid file {}: {e}", p.display())))?;

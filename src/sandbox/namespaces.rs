@@ -11,6 +11,14 @@ pub const WORKER_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNET
     .union(CloneFlags::CLONE_NEWNS)
     .union(CloneFlags::CLONE_NEWUTS);
 
+/// `unshare(CLONE_NEWNET)` for the whole daemon (--detach-network=everywhere): called in the
+/// process root started, before the helper is forked, so the helper and the handlers it starts
+/// have only a loopback interface that is down.
+pub fn unshare_network() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| SandboxError::sys("unshare(CLONE_NEWNET) for --detach-network=everywhere", e))
+}
+
 /// `unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWUTS)`, then make the whole
 /// mount tree recursively private in the new mount namespace so nothing the worker (or a bug)
 /// does to mounts can propagate back to the host, and host mount events do not reach it.
