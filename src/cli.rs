@@ -772,23 +772,10 @@ fn parse_merged(
             .get_arguments()
             .find(|a| a.get_long() == Some(key.as_str()))
         else {
-            if CLSYNC_OPTIONS.contains(&key.as_str()) {
-                // A real clsync option this build does not have yet: never ignore it silently.
-                let msg = format!(
-                    "{}: block [{block}]: option {key:?} is not implemented by this build yet",
-                    file.path.display()
-                );
-                return Ok(Err(CliError { code: 22, msg }));
+            match unknown_key(&file, &block, &key) {
+                Some(e) => return Ok(Err(e)),
+                None => continue,
             }
-            let msg = format!(
-                "{}: block [{block}]: unknown key {key:?}",
-                file.path.display()
-            );
-            if file.strict {
-                return Ok(Err(CliError { code: 22, msg }));
-            }
-            crate::warning!("{msg}: ignored");
-            continue;
         };
         if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
             continue;
@@ -872,20 +859,10 @@ fn parse_merged(
                 .get_arguments()
                 .find(|a| a.get_long() == Some(key.as_str()))
             else {
-                let what = if CLSYNC_OPTIONS.contains(&key.as_str()) {
-                    "is not implemented by this build yet"
-                } else {
-                    "is an unknown key"
-                };
-                let msg = format!(
-                    "{}: block [{b}]: option {key:?} {what}",
-                    file.path.display()
-                );
-                if file.strict || CLSYNC_OPTIONS.contains(&key.as_str()) {
-                    return Ok(Err(CliError { code: 22, msg }));
+                match unknown_key(&file, b, &key) {
+                    Some(e) => return Ok(Err(e)),
+                    None => continue,
                 }
-                crate::warning!("{msg}: ignored");
-                continue;
             };
             // The block's value wins over the command line's, expanded as it is read.
             cli_values.remove(&key);
@@ -958,6 +935,21 @@ fn handler_args_from_lines(cli: &mut Cli) {
             cli.handler_args.extend(crate::confile::split_args(line));
         }
     }
+}
+
+/// A key that names no option (every clsync option is one here: see the unit test
+/// `every_clsync_option_is_an_option_here`): an error in a TOML file, which is strict; a warning
+/// in clsync's keyfile format, where clsync ignores it.
+fn unknown_key(file: &crate::confile::ConfFile, block: &str, key: &str) -> Option<CliError> {
+    let msg = format!(
+        "{}: block [{block}]: unknown key {key:?}",
+        file.path.display()
+    );
+    if file.strict {
+        return Some(CliError { code: 22, msg });
+    }
+    crate::warning!("{msg}: ignored");
+    None
 }
 
 /// A configuration value as the text of an option's value.
@@ -1317,9 +1309,8 @@ mod tests {
 
     #[test]
     fn every_clsync_option_is_an_option_here() {
-        // A config key naming a clsync option this build lacked used to be refused ("not
-        // implemented by this build yet"); with all of them implemented that branch must
-        // stay unreachable.
+        // A config key that names none is only warned about in a keyfile (as clsync does with
+        // keys it does not know), so every option clsync has must be one here.
         let cmd = <Cli as clap::CommandFactory>::command();
         let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
         let missing: Vec<&&str> = CLSYNC_OPTIONS

@@ -7,19 +7,6 @@ use common::*;
 use std::fs;
 use std::process::Command;
 
-fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(clsync_bin())
-        .args(args)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn line<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(&format!("{key} = ")))
@@ -52,7 +39,7 @@ fn keyfile_blocks_inheritance_and_command_line_precedence() {
     )
     .unwrap();
     let c = conf.to_str().unwrap();
-    let (code, out, err) = check(&["-H", c]);
+    let (code, out, err) = check_config(&["-H", c]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(line(&out, "mode"), "rsyncdirect");
     assert_eq!(line(&out, "watch-dir"), s.src().display().to_string());
@@ -63,13 +50,13 @@ fn keyfile_blocks_inheritance_and_command_line_precedence() {
         "unknown keys are reported: {err}"
     );
     // -K picks the block, its parent supplies the rest, the command line wins over both.
-    let (code, out, err) = check(&["-H", c, "-K", "fast", "-w", "3"]);
+    let (code, out, err) = check_config(&["-H", c, "-K", "fast", "-w", "3"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(line(&out, "delay-sync"), "3");
     assert_eq!(line(&out, "label"), "fastlbl");
     assert_eq!(line(&out, "destination-dir"), s.dst().display().to_string());
     // -x on the command line replaces the file's list rather than adding to it.
-    let (_, out, _) = check(&["-H", c, "-x", "5"]);
+    let (_, out, _) = check_config(&["-H", c, "-x", "5"]);
     assert_eq!(line(&out, "ignore-exitcode"), "5");
 }
 
@@ -85,7 +72,7 @@ fn keyfile_handler_arguments_follow_the_command_lines() {
         ),
     )
     .unwrap();
-    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "first"]);
+    let (code, out, err) = check_config(&["-H", conf.to_str().unwrap(), "first"]);
     assert_eq!(code, 0, "{err}");
     // (The handler path is canonicalized: /bin may be a link to /usr/bin.)
     let argv = line(&out, "handler-argv");
@@ -104,11 +91,11 @@ fn toml_rejects_unknown_keys_by_name() {
         ),
     )
     .unwrap();
-    let (code, out, err) = check(&["-H", conf.to_str().unwrap()]);
+    let (code, out, err) = check_config(&["-H", conf.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(line(&out, "delay-sync"), "2");
     fs::write(&conf, "[default]\nmode = \"shell\"\ndelay-snyc = 2\n").unwrap();
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap()]);
+    let (code, _, err) = check_config(&["-H", conf.to_str().unwrap()]);
     assert_eq!(code, 22);
     assert!(err.contains("unknown key \"delay-snyc\""), "{err}");
 }
@@ -116,7 +103,7 @@ fn toml_rejects_unknown_keys_by_name() {
 #[test]
 fn broken_or_missing_config_files_are_errors_and_a_missing_block_configures_nothing() {
     let s = Scratch::new("conf-bad");
-    let (code, _, err) = check(&["-H", s.path("missing.conf").to_str().unwrap()]);
+    let (code, _, err) = check_config(&["-H", s.path("missing.conf").to_str().unwrap()]);
     assert_eq!(code, 255, "{err}");
     assert!(err.contains("missing.conf"), "{err}");
     let conf = s.path("cycle.conf");
@@ -125,12 +112,12 @@ fn broken_or_missing_config_files_are_errors_and_a_missing_block_configures_noth
         "[a]\nconfig-block-inherits = b\n[b]\nconfig-block-inherits = a\n",
     )
     .unwrap();
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-K", "a"]);
+    let (code, _, err) = check_config(&["-H", conf.to_str().unwrap(), "-K", "a"]);
     assert_eq!(code, 255);
     assert!(err.contains("cycle: a -> b -> a"), "{err}");
     // As clsync: the file loads, the missing block gives nothing (here with a warning), and the
     // start goes on to what is missing then (the watch dir: clsync's EFAULT).
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "-K", "nosuch"]);
+    let (code, _, err) = check_config(&["-H", conf.to_str().unwrap(), "-K", "nosuch"]);
     assert_eq!(code, 14, "{err}");
     assert!(err.contains("no block [nosuch]"), "{err}");
 }
@@ -149,13 +136,14 @@ fn option_values_expand_other_options_like_clsync() {
         ),
     )
     .unwrap();
-    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "-K", "lxc", "-l", "site-a"]);
+    let (code, out, err) =
+        check_config(&["-H", conf.to_str().unwrap(), "-K", "lxc", "-l", "site-a"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         line(&out, "watch-dir"),
         s.path("site-a").display().to_string()
     );
-    let (_, out, _) = check(&[
+    let (_, out, _) = check_config(&[
         "-H",
         "/NULL/",
         "-M",
@@ -186,7 +174,7 @@ fn security_options_of_clsync_are_accepted_or_refused_clearly() {
     ];
     let ok = |extra: &[&str]| {
         let a: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
-        check(&a)
+        check_config(&a)
     };
     for extra in [
         &["--secure-splitting"][..],
@@ -286,7 +274,7 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
         ),
     )
     .unwrap();
-    let (code, out, err) = check(&["-H", conf.to_str().unwrap()]);
+    let (code, out, err) = check_config(&["-H", conf.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let init = line(&out, "initialsync-argv");
     assert!(
@@ -294,7 +282,7 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
         "{init}"
     );
     // The command line's -----= wins; TOML takes an array.
-    let (code, out, err) = check(&["-H", conf.to_str().unwrap(), "-----=cli %TYPE%"]);
+    let (code, out, err) = check_config(&["-H", conf.to_str().unwrap(), "-----=cli %TYPE%"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         line(&out, "initialsync-argv").ends_with("/echo cli initialsync"),
@@ -309,7 +297,7 @@ fn the_initial_sync_argument_set_comes_from_the_key_triple_dash() {
         ),
     )
     .unwrap();
-    let (code, out, err) = check(&["-H", toml.to_str().unwrap()]);
+    let (code, out, err) = check_config(&["-H", toml.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
         line(&out, "initialsync-argv").ends_with("/echo t x \"y <absolute dir>"),
@@ -345,7 +333,7 @@ fn check_config_prints_the_effective_splitting() {
             dst.to_str().unwrap(),
         ];
         a.extend(arg.as_deref());
-        let (code, out, err) = check(&a);
+        let (code, out, err) = check_config(&a);
         assert_eq!(code, 0, "{v:?}: {err}");
         let got = line(&out, "splitting");
         assert!(
@@ -384,7 +372,7 @@ fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
     for opt in NOOPS {
         let flag = format!("--{opt}");
         let a: Vec<&str> = base.iter().copied().chain([flag.as_str()]).collect();
-        let (code, _, err) = check(&a);
+        let (code, _, err) = check_config(&a);
         assert_eq!(code, 0, "{opt}: {err}");
         let info: Vec<&str> = err
             .lines()
@@ -394,7 +382,7 @@ fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
         assert!(info[0].starts_with("Info: "), "{}", info[0]);
         assert!(info[0].contains("sandbox is unaffected"), "{}", info[0]);
         // Without the option: no such line.
-        let (_, _, err) = check(&base);
+        let (_, _, err) = check_config(&base);
         assert!(!err.contains(&flag), "{err}");
     }
     // As keyfile keys (clsync's `key = 1`).
@@ -412,7 +400,7 @@ fn accepted_no_op_options_log_why_and_the_daemon_still_syncs() {
         ),
     )
     .unwrap();
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap()]);
+    let (code, _, err) = check_config(&["-H", conf.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     for opt in NOOPS {
         assert!(err.contains(&format!("--{opt}: accepted")), "{opt}: {err}");
@@ -446,7 +434,7 @@ fn add_permitted_hook_files_is_read_like_clsync_but_runs_nothing() {
     let with = |v: &str| {
         let opt = format!("--add-permitted-hook-files={v}");
         let a: Vec<&str> = base.iter().copied().chain([opt.as_str()]).collect();
-        check(&a)
+        check_config(&a)
     };
     for (v, n) in [
         ("/bin/true,/bin/false", 2),
@@ -535,14 +523,15 @@ fn auto_add_rules_w_is_shown_and_warned_about_in_rsync_modes() {
     )
     .unwrap();
     let c = conf.to_str().unwrap();
-    let (code, out, err) = check(&["-H", c, "-Mshell", "-S", "/bin/true"]);
+    let (code, out, err) = check_config(&["-H", c, "-Mshell", "-S", "/bin/true"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         line(&out, "rules").starts_with("5 rules (3 added by --auto-add-rules-w)"),
         "{out}"
     );
     assert!(!err.contains("auto-add-rules-w"), "{err}");
-    let (code, out, err) = check(&["-H", c, "-Mrsyncdirect", "-D", s.dst().to_str().unwrap()]);
+    let (code, out, err) =
+        check_config(&["-H", c, "-Mrsyncdirect", "-D", s.dst().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(line(&out, "rules").starts_with("5 rules"), "{out}");
     assert!(
@@ -550,7 +539,7 @@ fn auto_add_rules_w_is_shown_and_warned_about_in_rsync_modes() {
         "{err}"
     );
     // Without it: the file's two rules.
-    let (_, out, _) = check(&[
+    let (_, out, _) = check_config(&[
         "-H",
         "/NULL/",
         "-Mshell",

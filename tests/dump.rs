@@ -7,22 +7,8 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-
-/// One request on the control socket; its one-line answer.
-fn ask(sock: &Path, line: &str) -> String {
-    let s = UnixStream::connect(sock).expect("connect to the control socket");
-    let mut r = BufReader::new(&s);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).unwrap();
-    (&s).write_all(line.as_bytes()).unwrap();
-    let mut answer = String::new();
-    r.read_line(&mut answer).unwrap();
-    answer
-}
 
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
@@ -45,10 +31,10 @@ impl Drop for RemoveOnDrop {
 /// of the same burst of events.
 fn wait_queued(sock: &Path) {
     assert!(
-        wait_for(SYNC_TIMEOUT, || ask(sock, "status\n")
+        wait_for(SYNC_TIMEOUT, || control_ask(sock, "status\n")
             .contains("\"queued\":1")),
         "nothing queued: {}",
-        ask(sock, "status\n")
+        control_ask(sock, "status\n")
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
 }
@@ -134,7 +120,7 @@ fn signal_29_dumps_the_queues_in_clsyncs_layout_and_a_second_finds_the_dir() {
         d.wait_exit(std::time::Duration::from_millis(300)).is_none(),
         "the daemon ended: {log}"
     );
-    assert!(ask(&sock, "status\n").contains("\"state\":\"running\""));
+    assert!(control_ask(&sock, "status\n").contains("\"state\":\"running\""));
     // And it still syncs: SIGUSR2 queues a full sync, which is due at once.
     d.signal(Signal::SIGUSR2);
     assert!(
@@ -171,7 +157,7 @@ fn the_socket_dumps_into_the_configured_dir_only() {
     fs::write(s.src().join("queued"), b"x").unwrap();
     wait_queued(&sock);
     // Another directory: clsync's EPERM reply, naming why; nothing is written.
-    let a = ask(&sock, &format!("5 202 {}\n", other.display()));
+    let a = control_ask(&sock, &format!("5 202 {}\n", other.display()));
     assert!(a.starts_with("5 164 "), "{a}");
     assert!(
         a.contains(&format!(
@@ -192,12 +178,15 @@ fn the_socket_dumps_into_the_configured_dir_only() {
     );
     // The configured one (spelled differently, as clsync would take it): 302 Ready.
     let spelled = format!("{}//./d/", s.path("dumps").display());
-    assert_eq!(ask(&sock, &format!("6 202 {spelled}\n")), "6 302  :Ready\n");
+    assert_eq!(
+        control_ask(&sock, &format!("6 202 {spelled}\n")),
+        "6 302  :Ready\n"
+    );
     assert_eq!(mode(&dump), 0o750);
     assert_eq!(read(&dump.join("queue/0")), "+1\tqueued\n");
     assert!(read(&dump.join("instance")).starts_with("status == running\n"));
     // Again: clsync's custom error with errno 17.
-    let a = ask(&sock, &format!("7 202 {}\x03/\n", dump.display()));
+    let a = control_ask(&sock, &format!("7 202 {}\x03/\n", dump.display()));
     assert_eq!(
         a,
         format!(
@@ -207,7 +196,7 @@ fn the_socket_dumps_into_the_configured_dir_only() {
     );
     // No directory named: the configured one (gone again, so this one is written).
     fs::remove_dir_all(&dump).unwrap();
-    assert_eq!(ask(&sock, "8 202\n"), "8 302  :Ready\n");
+    assert_eq!(control_ask(&sock, "8 202\n"), "8 302  :Ready\n");
     assert!(dump.join("instance").exists());
     // The client: `clsync --ctl SOCKET dump` (the configured dir, which exists now: exit 1).
     let out = std::process::Command::new(clsync_bin())

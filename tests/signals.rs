@@ -6,9 +6,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -86,17 +84,6 @@ fn keyfile(s: &Scratch, handler: &Path) -> PathBuf {
     conf
 }
 
-fn ask(sock: &Path, line: &str) -> String {
-    let s = UnixStream::connect(sock).unwrap();
-    let mut r = BufReader::new(&s);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting).unwrap();
-    (&s).write_all(line.as_bytes()).unwrap();
-    let mut answer = String::new();
-    r.read_line(&mut answer).unwrap();
-    answer
-}
-
 fn start(s: &Scratch, conf: &Path, sock: &Path) -> Daemon {
     let args: Vec<std::ffi::OsString> = vec![
         "-H".into(),
@@ -114,7 +101,7 @@ fn start(s: &Scratch, conf: &Path, sock: &Path) -> Daemon {
 /// Waits until the daemon reports something queued (the event was read, not yet synced).
 fn wait_queued(d: &mut Daemon, sock: &Path) {
     d.wait_until(SYNC_TIMEOUT, "a queued event", |_| {
-        ask(sock, "status\n").contains("\"queued\":1")
+        control_ask(sock, "status\n").contains("\"queued\":1")
     });
 }
 
@@ -152,7 +139,7 @@ fn custom_signal_switches_to_its_block_and_keeps_what_was_queued() {
         err.contains("block [b] sets watch-dir differently") && err.contains("start value is kept"),
         "{err}"
     );
-    assert!(ask(&sock, "1 201\n").starts_with("1 301 default\x03/"));
+    assert!(control_ask(&sock, "1 201\n").starts_with("1 301 default\x03/"));
     // Queued under block default, whose collect delay is an hour: it waits.
     fs::write(s.src().join("before.txt"), "1").unwrap();
     wait_queued(&mut d, &sock);
@@ -163,9 +150,9 @@ fn custom_signal_switches_to_its_block_and_keeps_what_was_queued() {
         &format!("signal {SIG}: switched to config block b"),
     );
     assert_synced_under_b(&mut d, &s, &record);
-    let status = ask(&sock, "status\n");
+    let status = control_ask(&sock, "status\n");
     assert!(status.contains("\"config_block\":\"b\""), "{status}");
-    assert!(ask(&sock, "2 201\n").starts_with("2 301 b\x03/"));
+    assert!(control_ask(&sock, "2 201\n").starts_with("2 301 b\x03/"));
     assert!(d.stderr().contains("audit: action=select-policy index=1"));
 }
 
@@ -189,11 +176,11 @@ fn socket_set_config_block_switches_like_the_signal() {
     fs::write(s.src().join("before.txt"), "1").unwrap();
     wait_queued(&mut d, &sock);
     // An unknown block is clsync's EINVAL reply naming it, and nothing changes.
-    let r = ask(&sock, "3 211 config-block nosuch\n");
+    let r = control_ask(&sock, "3 211 config-block nosuch\n");
     assert!(r.starts_with("3 162 ") && r.contains("\"nosuch\""), "{r}");
     // clsync's terminated form.
     assert_eq!(
-        ask(&sock, "4 211 config-block\x03/ b\x03/\n"),
+        control_ask(&sock, "4 211 config-block\x03/ b\x03/\n"),
         "4 311  :Set\n"
     );
     d.wait_log(SYNC_TIMEOUT, "control socket: switched to config block b");
@@ -208,25 +195,28 @@ fn socket_set_changes_worker_tunables_and_refuses_policy_keys() {
     let sock = s.path("ctl.sock");
     let mut d = start(&s, &conf, &sock);
     // The handler is the helper's: refused (EPERM, saying why), nothing changes.
-    let r = ask(&sock, "5 211 sync-handler /bin/sh\n");
+    let r = control_ask(&sock, "5 211 sync-handler /bin/sh\n");
     assert!(
         r.starts_with("5 164 sync-handler: ") && r.contains("privileged helper's policy"),
         "{r}"
     );
-    let r = ask(&sock, "6 211 watch-dir /tmp\n");
+    let r = control_ask(&sock, "6 211 watch-dir /tmp\n");
     assert!(r.starts_with("6 164 watch-dir: fixed at run time"), "{r}");
-    let r = ask(&sock, "7 211 no-such-key 1\n");
+    let r = control_ask(&sock, "7 211 no-such-key 1\n");
     assert!(r.starts_with("7 162 ") && r.contains("no-such-key"), "{r}");
-    let r = ask(&sock, "8 211 delay-sync soon\n");
+    let r = control_ask(&sock, "8 211 delay-sync soon\n");
     assert!(r.starts_with("8 162 ") && r.contains("\"soon\""), "{r}");
     // A change waits for the hour-long collect delay, until `set delay-collect 0`. (Block
     // default's rules let x.secret through, block b's do not.)
     fs::write(s.src().join("x.secret"), "s").unwrap();
     fs::write(s.src().join("before.txt"), "1").unwrap();
     wait_queued(&mut d, &sock);
-    assert_eq!(ask(&sock, "9 211 delay-sync 0\n"), "9 311  :Set\n");
-    assert_eq!(ask(&sock, "10 211 delay-collect 0\n"), "10 311  :Set\n");
-    let status = ask(&sock, "status\n");
+    assert_eq!(control_ask(&sock, "9 211 delay-sync 0\n"), "9 311  :Set\n");
+    assert_eq!(
+        control_ask(&sock, "10 211 delay-collect 0\n"),
+        "10 311  :Set\n"
+    );
+    let status = control_ask(&sock, "status\n");
     assert!(
         status.contains("\"delay-sync\":0") && status.contains("\"delay-collect\":0"),
         "{status}"
@@ -246,26 +236,13 @@ fn socket_set_changes_worker_tunables_and_refuses_policy_keys() {
     assert!(status.contains("\"config_block\":\"default\""), "{status}");
 }
 
-fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(clsync_bin())
-        .args(args)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn custom_signals_naming_a_missing_block_refuse_the_start() {
     let s = Scratch::new("sig-missing");
     let (h, _) = recorder(&s);
     let conf = keyfile(&s, &h);
     let c = conf.to_str().unwrap();
-    let (code, _, err) = check(&["-H", c, "--custom-signals", "41:nosuch"]);
+    let (code, _, err) = check_config(&["-H", c, "--custom-signals", "41:nosuch"]);
     assert_eq!(code, 22, "{err}");
     assert!(
         err.contains("--custom-signals 41:nosuch") && err.contains("no block [nosuch]"),
@@ -291,11 +268,11 @@ fn custom_signals_naming_a_missing_block_refuse_the_start() {
             + "\n[bad]\nconfig-block-inherits = default\ndelay-sync = soon\n",
     )
     .unwrap();
-    let (code, _, err) = check(&["-H", c, "--custom-signals", "42:bad"]);
+    let (code, _, err) = check_config(&["-H", c, "--custom-signals", "42:bad"]);
     assert_ne!(code, 0);
     assert!(err.contains("42:bad") && err.contains("soon"), "{err}");
     // `0` clears what came before; --check-config shows the signals and each block.
-    let (code, out, err) = check(&["-H", c, "--custom-signals", "41:nosuch,0,40:b"]);
+    let (code, out, err) = check_config(&["-H", c, "--custom-signals", "41:nosuch,0,40:b"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("custom-signals = 40:b\n"), "{out}");
     assert!(
@@ -331,7 +308,7 @@ fn custom_signals_refuse_signals_the_daemon_uses_or_cannot_catch() {
         ("100", "no signal above 64"),
         ("513", "out of range"),
     ] {
-        let (code, _, err) = check(&["-H", c, "--custom-signals", &format!("{sig}:b")]);
+        let (code, _, err) = check_config(&["-H", c, "--custom-signals", &format!("{sig}:b")]);
         assert_eq!(code, 22, "{sig}: {err}");
         assert!(
             err.contains(&format!("\"{sig}:b\"")) && err.contains(why),
@@ -339,7 +316,7 @@ fn custom_signals_refuse_signals_the_daemon_uses_or_cannot_catch() {
         );
     }
     // Without a config file there is no block to switch to.
-    let (code, _, err) = check(&[
+    let (code, _, err) = check_config(&[
         "-H",
         "/NULL/",
         "-M",
@@ -367,7 +344,7 @@ fn a_block_with_another_mode_refuses_the_start() {
             + "\n[m]\nconfig-block-inherits = default\nmode = direct\n",
     )
     .unwrap();
-    let (code, _, err) = check(&["-H", conf.to_str().unwrap(), "--custom-signals", "40:m"]);
+    let (code, _, err) = check_config(&["-H", conf.to_str().unwrap(), "--custom-signals", "40:m"]);
     assert_eq!(code, 22, "{err}");
     assert!(
         err.contains("40:m") && err.contains("mode cannot change"),

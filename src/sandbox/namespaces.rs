@@ -33,6 +33,17 @@ pub fn unshare_worker() -> Result<()> {
             e,
         )
     })?;
+    private_mounts().map_err(|e| {
+        SandboxError::sys(
+            "mount(\"/\", MS_REC|MS_PRIVATE) in the new mount namespace",
+            e,
+        )
+    })
+}
+
+/// In a new mount namespace: makes every mount recursively private, so nothing done to mounts
+/// here propagates to the host and the host's mount events do not come in.
+pub fn private_mounts() -> nix::Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -40,12 +51,6 @@ pub fn unshare_worker() -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| {
-        SandboxError::sys(
-            "mount(\"/\", MS_REC|MS_PRIVATE) in the new mount namespace",
-            e,
-        )
-    })
 }
 
 #[cfg(test)]

@@ -46,14 +46,7 @@ fn sys_err(what: impl Into<String>, e: Errno) -> RootError {
 /// Leaves the host's mount namespace and applies `sw` (see the module documentation).
 pub fn enter(sw: &RootSwitch) -> Result<(), RootError> {
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| sys_err("unshare(CLONE_NEWNS)", e))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| {
+    super::namespaces::private_mounts().map_err(|e| {
         sys_err(
             "mount(\"/\", MS_REC|MS_PRIVATE) in the daemon's mount namespace",
             e,

@@ -1334,3 +1334,30 @@ pub fn write_script(path: &Path, body: &str) {
 pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
+
+/// Runs `clsync ARGS --check-config`: its exit code, stdout and stderr.
+pub fn check_config(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(clsync_bin())
+        .args(args)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One request on a control socket (after its greeting line); its one-line answer.
+pub fn control_ask(sock: &Path, line: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the control socket");
+    let mut r = BufReader::new(&s);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    (&s).write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    answer
+}
