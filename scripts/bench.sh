@@ -93,12 +93,11 @@ doc = open(doc_path).read()
 if begin not in doc or end not in doc:
     sys.exit('BENCHMARKS.md has no bench.sh markers; not updated')
 report = open(report_path).read()
-body = report[report.index('## 1. Startup'):report.index('## Exact commands')]
+body = report[report.index('## Machine'):report.index('## Exact commands')]
 body = re.sub(r'^## ', '### ', body, flags=re.M).replace('\n### N = ', '\n#### N = ')
-load = re.search(r'load average at start / end: (.*)', report)
 when = '%s-%s-%s %s:%s UTC' % (stamp[:4], stamp[4:6], stamp[6:8], stamp[9:11], stamp[11:13])
-block = '%s\n## Results: default preset, %s (commit %s)\n\n`scripts/bench.sh default`; load average at start / end: %s.\n\n%s%s' % (
-    begin, when, commit, load.group(1) if load else '?', body, end)
+block = '%s\n## Results: default preset, %s (commit %s)\n\nWritten by `scripts/bench.sh default`.\n\n%s%s' % (
+    begin, when, commit, body, end)
 i, j = doc.index(begin), doc.index(end) + len(end)
 open(doc_path, 'w').write(doc[:i] + block + doc[j:])
 print('BENCHMARKS.md: tables of this run written between the bench.sh markers')
