@@ -13,8 +13,9 @@
 //! `timeout-sync`, `retries` and `max-iterations` change the worker's own tunables (until the
 //! next block switch, which brings the block's values). Success is `311  :Set`; an unknown key or
 //! a bad value `162` (clsync's EINVAL reply, naming it); any other clsync key `164` (EPERM): it
-//! is fixed at run time, or it would change the privileged helper's frozen policy (handler,
-//! arguments, destination, rules file, label, ids …), which only a configured block may select.
+//! is fixed at run time (blocks included: mode, ids, capabilities, …), or it would change the
+//! privileged helper's frozen policy (handler, arguments, destination, rules file, label, hooks),
+//! which only a configured block may select.
 //! `dump [dir]` (202) writes clsync's dump of
 //! the queues into the configured --dump-dir (`302  :Ready`); a `dir` that is not that one is
 //! refused with clsync's EPERM reply (`164`), a dump the helper could not write with its
@@ -83,32 +84,18 @@ pub enum SetError {
     Denied(String),
 }
 
-/// Keys that would change the privileged helper's policy (what it runs, how, as whom, with
-/// which files): frozen at start; only a configured block selects another.
-const POLICY_KEYS: &[&str] = &[
+/// Keys of the privileged helper's policy that a --custom-signals block may set (what it runs,
+/// with which arguments and files): frozen at start, one policy per block, so only a block switch
+/// changes them. Every other clsync option (the mode, the ids and capabilities, the paths the
+/// daemon writes, …) is fixed at run time, blocks included (`Config::keep_fixed`).
+const BLOCK_POLICY_KEYS: &[&str] = &[
     "sync-handler",
-    "mode",
     "label",
     "destination-dir",
     "rules-file",
-    "uid",
-    "gid",
-    "privileged-uid",
-    "privileged-gid",
-    "sync-handler-uid",
-    "sync-handler-gid",
     "exit-hook",
     "pre-exit-hook",
     "standby-file",
-    "dump-dir",
-    "lists-dir",
-    "dont-unlink-lists",
-    "modification-signature",
-    "have-recursive-sync",
-    "preserve-capabilities",
-    "inherit-capabilities",
-    "add-permitted-hook-files",
-    "check-execvp-arguments",
 ];
 
 /// Reads `set`'s key and value into a [`Setting`].
@@ -131,7 +118,7 @@ pub fn setting(key: &str, value: &str) -> Result<Setting, SetError> {
         "timeout-sync" => Setting::TimeoutSync(num(key)?),
         "retries" => Setting::Retries(num(key)?),
         "max-iterations" => Setting::MaxIterations(num(key)?),
-        k if POLICY_KEYS.contains(&k) => {
+        k if BLOCK_POLICY_KEYS.contains(&k) => {
             return Err(SetError::Denied(format!(
                 "{k}: it would change the privileged helper's policy, frozen at start; configure it in a block and switch with config-block"
             )))
@@ -574,6 +561,14 @@ mod tests {
             .starts_with("6 164 sync-handler: it would change the privileged helper's policy"));
         let r = set("7 211 pid-file\x03/ /x\x03/\n").0.unwrap();
         assert!(r.starts_with("7 164 pid-file: fixed at run time"), "{r}");
+        // A block cannot change the ids or the mode either: not "switch with config-block".
+        for key in ["uid", "mode", "sync-handler-uid", "dump-dir"] {
+            let r = set(&format!("7 211 {key} 1\n")).0.unwrap();
+            assert!(
+                r.starts_with(&format!("7 164 {key}: fixed at run time")),
+                "{r}"
+            );
+        }
         let r = set("8 211 bogus 1\n").0.unwrap();
         assert_eq!(
             r,
